@@ -1,0 +1,3 @@
+from hicd_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Reading official-layout CSV tables (``.csv`` or ``.csv.gz``) with clear errors.
+
+pyarrow's multi-threaded CSV reader is used because it is ~5x faster than pandas on the
+multi-million-row MIMIC-IV tables and reads only the requested columns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+
+class CohortInputError(ValueError):
+    """A source folder, file or column is missing or unusable (the message names it)."""
+
+
+def find_table(folder: Path, name: str, expected: list[str]) -> Path:
+    """``folder/name.csv.gz`` or ``folder/name.csv``; a clear error naming both and the columns."""
+    for candidate in (folder / f"{name}.csv.gz", folder / f"{name}.csv"):
+        if candidate.is_file():
+            return candidate
+    raise CohortInputError(
+        f"missing table {name!r}: expected {folder / (name + '.csv.gz')} (or .csv) "
+        f"with columns {', '.join(expected)}")
+
+
+def read_header(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as handle:
+            line = handle.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CohortInputError(f"cannot read {path}: {exc}") from exc
+    return [column.strip().strip('"') for column in line.rstrip("\r\n").split(",")]
+
+
+def read_table(path: Path, required: list[str], optional: list[str] = (),
+               types: dict[str, pa.DataType] | None = None) -> pd.DataFrame:
+    """Read the required (and any present optional) columns; missing required columns are an error."""
+    header = read_header(path)
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise CohortInputError(f"{path} lacks column(s) {', '.join(missing)}; expected at least "
+                               f"{', '.join(required)} (found {', '.join(header) or 'no header'})")
+    columns = list(required) + [c for c in optional if c in header]
+    column_types = {c: t for c, t in (types or {}).items() if c in columns}
+    # Everything not typed explicitly is read as a string, so a stray value never aborts the load.
+    for column in columns:
+        column_types.setdefault(column, pa.string())
+    try:
+        table = pacsv.read_csv(
+            path, convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=column_types,
+                                                      strings_can_be_null=True),
+            read_options=pacsv.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        raise CohortInputError(f"cannot parse {path}: {exc}") from exc
+    return table.to_pandas()
+
+
+def file_digest(paths: list[Path]) -> str:
+    """sha256 over the files' bytes (the compressed bytes for .gz), for cohort fingerprints."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,183 @@
+"""The ICD-10-CM hierarchy engine against known codes, the GEMs, the real demo and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from hicd_core.hierarchy import (
+    RESOLVED,
+    InvalidCodeError,
+    attach_counts,
+    chapter_order,
+    code_set_year,
+    coverage_report,
+    level_ids,
+    levels_of_code,
+    lookup,
+    normalize_codes,
+    search_nodes,
+    tree_nodes,
+)
+
+KNOWN = [  # code, chapter, block, category
+    ("I21.4", "IX", "I20-I25", "I21"),
+    ("E11.9", "IV", "E08-E13", "E11"),
+    ("S72.001A", "XIX", "S70-S79", "S72"),
+    ("T36.0X1A", "XIX", "T36-T50", "T36"),
+    ("Z99.2", "XXI", "Z77-Z99", "Z99"),
+    ("U07.1", "XXII", "U00-U49", "U07"),
+    ("F32.A", "V", "F30-F39", "F32"),
+    ("O80", "XV", "O80-O82", "O80"),
+    ("P07.31", "XVI", "P05-P08", "P07"),
+    ("C50.911", "II", "C50-C50", "C50"),
+    ("D57.1", "III", "D55-D59", "D57"),
+]
+
+
+@pytest.mark.parametrize(("code", "chapter", "block", "category"), KNOWN)
+def test_known_codes(code: str, chapter: str, block: str, category: str) -> None:
+    for form in (code, code.replace(".", "")):
+        info = lookup(form)
+        assert (info.chapter, info.block, info.category) == (chapter, block, category)
+        assert info.valid and info.status == "valid"
+        assert info.description and info.chapter_title and info.category_title
+
+
+def test_chapter_title_and_code_set_year() -> None:
+    info = lookup("I214")
+    assert info.chapter_title.startswith("Diseases of the circulatory system")
+    assert info.block_title.startswith("Ischemic heart diseases")
+    assert code_set_year() == "ICD-10-CM FY2026"
+
+
+def test_every_chapter_reachable() -> None:
+    nodes = tree_nodes()
+    chapters = nodes[nodes["level"] == "chapter"]["code"].tolist()
+    assert chapters == chapter_order()[:-1]
+    reached = set(nodes[nodes["level"] == "code"]["chapter"])
+    assert reached == set(chapters)
+    # Every node's parent exists, and the tree is complete (chapters -> blocks -> categories -> codes).
+    ids = set(nodes["id"])
+    assert set(nodes.loc[nodes["parent"] != "", "parent"]) <= ids
+    assert nodes["level"].value_counts()["category"] == 1918
+
+
+def test_non_billable_header_and_extension() -> None:
+    assert not lookup("I21").valid
+    assert lookup("S72001A").valid
+
+
+def test_schemes_for_paper_example() -> None:
+    assert levels_of_code("S72.001A", "prefix") == ("G0:S", "G1:S7", "G2:S72")
+    assert levels_of_code("S72.001A", "graph") == ("G0:XIX", "G1:S70-S79", "G2:S7x")
+    assert levels_of_code("S72.001A", "ontology") == ("G0:XIX", "G1:S70-S79", "G2:S72")
+    with pytest.raises(ValueError, match="unknown level scheme"):
+        levels_of_code("I214", "nonsense")
+
+
+def test_level_ids_for_unknown_codes() -> None:
+    frame = level_ids(normalize_codes(["XYZ", "I214", None]), "prefix")
+    assert frame["G0"].astype(str).tolist() == ["G0:UNK", "G0:I", "G0:UNK"]
+
+
+@pytest.mark.parametrize(("icd9", "family"), [("41401", "I251"), ("4280", "I509"), ("25000", "E119"),
+                                              ("V4581", "Z95"), ("7999", "R69")])
+def test_icd9_examples(icd9: str, family: str) -> None:
+    info = lookup(icd9, version=9)
+    assert info.icd10.startswith(family)
+    assert info.status == "mapped"
+
+
+def test_icd9_one_to_many_keeps_all_targets() -> None:
+    info = lookup("7999", version=9)
+    assert set(info.gem_targets) == {"R69", "R99"}
+
+
+@pytest.mark.parametrize(("icd9", "category"), [("585", "N18"), ("2874", "D69")])
+def test_icd9_fallback_is_approximate(icd9: str, category: str) -> None:
+    info = lookup(icd9, version=9)
+    assert info.category == category
+    assert info.status == "approximate"
+
+
+def test_icd9_no_map_is_kept_and_counted() -> None:
+    frame = normalize_codes(["E9352"], 9)
+    assert frame["status"].iloc[0] == "unmapped" and frame["chapter"].iloc[0] == "UNK"
+
+
+def test_demo_icd9_coverage(demo_dir) -> None:
+    diag = pd.read_csv(demo_dir / "hosp" / "diagnoses_icd.csv.gz", dtype={"icd_code": str})
+    icd9 = diag.loc[diag["icd_version"] == 9, "icd_code"].drop_duplicates()
+    frame = normalize_codes(icd9, 9)
+    covered = frame["status"].astype(str).isin(RESOLVED).mean()
+    assert covered >= 0.95, covered
+    icd10 = diag.loc[diag["icd_version"] == 10, "icd_code"].drop_duplicates()
+    assert normalize_codes(icd10, 10)["status"].astype(str).isin(RESOLVED).all()
+
+
+MALFORMED = ["", None, "  ", "i21.4", " I21.4 ", "I21..4", "4280", "XYZ", "123456789", "S030XXA"]
+
+
+def test_malformed_inputs_are_flagged_not_raised() -> None:
+    frame = normalize_codes(MALFORMED, 10)
+    assert frame["status"].astype(str).tolist() == [
+        "empty", "empty", "empty", "valid", "valid", "valid", "looks_icd9", "invalid", "invalid",
+        "approximate"]
+    assert (frame.loc[frame["status"].isin(["empty", "invalid", "looks_icd9"]), "chapter"] == "UNK").all()
+    assert str(frame["icd10"].iloc[9]) == "S030"
+
+
+@pytest.mark.parametrize("bad", ["", "XYZ", "123456789", "4280"])
+def test_single_lookup_of_invalid_code_names_it(bad: str) -> None:
+    with pytest.raises(InvalidCodeError, match=repr(bad).replace("\\", "\\\\")):
+        lookup(bad)
+
+
+def test_coverage_report_counts_everything() -> None:
+    codes = ["I214", "4280", "XYZ", "", "585", "E9352"]
+    versions = [10, 9, 10, 10, 9, 9]
+    report = coverage_report(codes, versions)
+    assert report["occurrences"].sum() == len(codes)
+    by = {(r.source_version, r.status): r.occurrences for r in report.itertuples()}
+    assert by[(9, "mapped")] == 1 and by[(9, "approximate")] == 1 and by[(9, "unmapped")] == 1
+    assert by[(10, "valid")] == 1 and by[(10, "invalid")] == 1 and by[(10, "empty")] == 1
+
+
+def test_bulk_matches_single_lookup_and_keeps_positions() -> None:
+    codes = pd.Series(["I214", "E119", "I214", "XYZ"] * 1000)
+    frame = normalize_codes(codes)
+    assert len(frame) == 4000
+    assert frame["icd10"].iloc[4].__str__() == "I214" and frame["status"].iloc[3] == "invalid"
+
+
+def test_attach_counts_rolls_up() -> None:
+    nodes = tree_nodes("code")
+    counted = attach_counts(nodes, pd.Series({"I214": 3, "I219": 2, "E119": 5}))
+    by_id = counted.set_index("id")["count"]
+    assert by_id["CA:I21"] == 5 and by_id["BL:I20-I25"] == 5 and by_id["CH:IX"] == 5
+    assert by_id["CH:IV"] == 5 and by_id["CO:I214"] == 3
+
+
+def test_search_by_code_and_words() -> None:
+    assert search_nodes("I21")["code"].iloc[0] == "I21"
+    hits = search_nodes("myocardial infarction", max_level="category")
+    assert "I21" in hits["code"].tolist()
+
+
+def test_cli_codes_json_and_unknowns() -> None:
+    out = subprocess.run([sys.executable, "-m", "hicd_core", "codes", "I21.4", "XYZ", "--json"],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    assert {"input", "icd10", "chapter", "block", "category", "valid"} <= set(rows[0])
+    assert rows[0]["chapter"] == "IX" and rows[1]["icd10"] is None and rows[1]["status"] == "invalid"
+
+
+def test_cli_codes_icd9_text() -> None:
+    out = subprocess.run([sys.executable, "-m", "hicd_core", "codes", "--icd9", "4280"],
+                         capture_output=True, text=True, check=True)
+    assert "I50.9" in out.stdout and "gem" in out.stdout
