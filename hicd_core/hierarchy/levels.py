@@ -81,13 +81,14 @@ def level_ids(normalized: pd.DataFrame, scheme: str = "ontology") -> pd.DataFram
     codes = icd.cat.codes.to_numpy()
     distinct = list(icd.cat.categories)
     # Chapter/block/category are functions of the ICD-10 code, so one lookup per distinct code.
-    first = pd.Series(np.arange(len(codes))).groupby(codes).first()
-    rows = {code_id: normalized.iloc[pos] for code_id, pos in first.items()}
+    present, first_pos = np.unique(codes, return_index=True)
+    parts = {name: normalized[name].to_numpy()[first_pos] for name in ("chapter", "block", "category")}
+    by_code = {int(code_id): (parts["chapter"][i], parts["block"][i], parts["category"][i])
+               for i, code_id in enumerate(present) if code_id >= 0}
     table = []
     for code_id in range(len(distinct)):
-        row = rows.get(code_id)
-        table.append(_level_values(distinct[code_id], row["chapter"], row["block"], row["category"], scheme)
-                     if row is not None else (UNKNOWN, UNKNOWN, UNKNOWN))
+        found = by_code.get(code_id)
+        table.append(_level_values(distinct[code_id], *found, scheme) if found else (UNKNOWN,) * 3)
     table.append((UNKNOWN, UNKNOWN, UNKNOWN))  # position -1: unresolved codes
     out = {}
     take = np.where(codes < 0, len(distinct), codes)

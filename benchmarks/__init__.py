@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each module exposes ``BENCHMARKS = {name: fn}``; fn() returns figures."""
