@@ -1,6 +1,595 @@
-"""Pure statistics (thresholds, metrics, DeLong, bootstrap, Holm) shared by models and experiments.
+"""Evaluation statistics for comparing hierarchy settings against the flat-code baseline.
 
-Temporary re-export while the module is being written in ``experiments/stats.py``.
+The paper (notes §7.3-7.4, §12) reports F1-macro at a validation-tuned threshold and AUROC, and flags
+each hierarchy variant against the same model's ``'000'`` variant with a DeLong test (AUROC) and a
+paired bootstrap (F1-macro) at p < 0.05, without a multiplicity correction. This module provides
+those tests plus what the paper leaves out (AUPRC, calibration, Holm correction, seed summaries), so
+our runs can be compared with the published numbers in ``assets/paper_results.csv``.
+
+Public API::
+
+    choose_threshold(y_true, prob)                        -> float (validation data only)
+    binary_metrics(y_true, prob, threshold)               -> dict of auroc, auprc, macro_f1, brier, ece...
+    delong_test(y_true, prob_a, prob_b)                   -> dict (paired AUROC difference a - b)
+    delong_ci(y_true, prob)                               -> dict (single AUROC with 95% CI)
+    paired_bootstrap(y_true, prob_a, prob_b, metric, ...) -> dict (difference a - b, CI, p-value)
+    bootstrap_indices(n, n_resamples, seed)               -> the exact resample index sets used
+    holm(p_values)                                        -> Holm-Bonferroni adjusted p-values
+    seed_summary(values)                                  -> mean, sd, n, 95% t-interval
+    compare_to_flat(frame, ...)                           -> one row per non-flat setting
+    load_paper_results()                                  -> the paper's Tables 1-3, long format
+
+Conventions: labels are 0/1; a sample is predicted positive when ``prob >= threshold``; macro-F1
+is the unweighted mean of the F1 of class 1 and class 0 (both classes always count, an undefined F1
+counts as 0, i.e. sklearn's ``f1_score(labels=[0, 1], average="macro", zero_division=0)``); every
+difference is ``a - b`` (``compare_to_flat`` passes the hierarchy setting as ``a``, flat as ``b``).
 """
 
-from hicd_core.experiments.stats import *  # noqa: F403
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+__all__ = [
+    "BOOTSTRAP_METRICS", "FLAT_SETTING", "PAPER_RESULTS_PATH", "SETTING_ORDER", "THRESHOLD_GRID",
+    "binary_metrics", "bootstrap_indices", "choose_threshold", "compare_to_flat", "delong_ci",
+    "delong_test", "expected_calibration_error", "holm", "load_paper_results", "macro_f1",
+    "paired_bootstrap", "seed_summary",
+]
+
+#: The paper's threshold sweep: 200 evenly spaced values in [0.01, 0.99] (notes §5.4, §6.3).
+THRESHOLD_GRID: np.ndarray = np.linspace(0.01, 0.99, 200)
+BOOTSTRAP_METRICS = ("macro_f1", "auprc", "auroc")
+FLAT_SETTING = "000"
+#: Result-table order of the settings as (G0, G1, G2) keys: none, G0, G1, G2, G0+G1, G0+G2, G1+G2, all.
+SETTING_ORDER = ("000", "100", "010", "001", "110", "101", "011", "111")
+PAPER_RESULTS_PATH = Path(__file__).resolve().parents[1] / "assets" / "paper_results.csv"
+
+_CHUNK_CELLS = 4_000_000  # indices per vectorised block of resamples (~32 MB of int64)
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def _labels(y_true: Any) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim != 1:
+        raise ValueError(f"y_true must be 1-D, got shape {y.shape}")
+    if y.dtype == bool:
+        return y.astype(np.int8)
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must contain only 0/1 labels")
+    return y.astype(np.int8)
+
+
+def _scores(prob: Any, n: int, *, unit: bool = False, name: str = "prob") -> np.ndarray:
+    p = np.asarray(prob, dtype=np.float64)
+    if p.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) like y_true, got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if unit and p.size and (p.min() < 0 or p.max() > 1):
+        raise ValueError(f"{name} must lie in [0, 1] for calibration metrics")
+    return p
+
+
+def _f1_pair(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> np.ndarray:
+    """Macro-F1 from (broadcastable) confusion counts; an undefined class F1 counts as 0."""
+    tp, fp, fn, tn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn, tn))
+    den_pos = 2 * tp + fp + fn
+    den_neg = 2 * tn + fn + fp
+    f1_pos = np.divide(2 * tp, den_pos, out=np.zeros(np.broadcast(tp, den_pos).shape), where=den_pos > 0)
+    f1_neg = np.divide(2 * tn, den_neg, out=np.zeros(np.broadcast(tn, den_neg).shape), where=den_neg > 0)
+    return (f1_pos + f1_neg) / 2
+
+
+# ------------------------------------------------------------------------------ threshold, metrics
+def macro_f1(y_true: Any, prob: Any, threshold: float) -> float:
+    """Macro-F1 of ``prob >= threshold`` over both classes (the paper's reported F1).
+
+    >>> macro_f1([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], 0.5)
+    0.5
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size)
+    pred = p >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(y == 1)) - tp
+    tn = int(np.sum(y == 0)) - fp
+    return float(_f1_pair(tp, fp, fn, tn))
+
+
+def choose_threshold(y_true: Any, prob: Any, grid: np.ndarray | None = None) -> float:
+    """Threshold in :data:`THRESHOLD_GRID` that maximises macro-F1 -- call it on VALIDATION data.
+
+    Tuning on the test split would inflate the reported F1, which is why the paper tunes on
+    validation. All 200 confusion matrices come from one sort and a cumulative sum; ties go to the
+    lowest threshold.
+
+    >>> t = choose_threshold([0, 0, 0, 1, 1], [0.05, 0.2, 0.3, 0.35, 0.8])
+    >>> round(t, 4), 0.3 < t <= 0.35  # the lowest grid value that separates the classes
+    (0.3006, True)
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size)
+    thresholds = THRESHOLD_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    if y.size == 0:
+        raise ValueError("choose_threshold needs at least one sample")
+    order = np.argsort(p, kind="stable")
+    p_sorted = p[order]
+    pos_before = np.concatenate(([0], np.cumsum(y[order], dtype=np.int64)))  # positives below index i
+    n_pos = int(pos_before[-1])
+    n_neg = y.size - n_pos
+    first_ge = np.searchsorted(p_sorted, thresholds, side="left")  # samples with p >= t start here
+    tp = n_pos - pos_before[first_ge]
+    fp = (y.size - first_ge) - tp
+    scores = _f1_pair(tp, fp, n_pos - tp, n_neg - fp)
+    return float(thresholds[int(np.argmax(scores))])
+
+
+def expected_calibration_error(y_true: Any, prob: Any, n_bins: int = 10) -> float:
+    """ECE with ``n_bins`` equal-width bins on [0, 1]: sum_b (n_b / n) * |mean(y_b) - mean(p_b)|.
+
+    Bins are ``[k/10, (k+1)/10)`` with the last one closed, so ``p = 1`` falls in the top bin.
+    Empty bins contribute nothing. AUROC is blind to miscalibration; the transfer probe and seed
+    averages can shift calibration, so we log it although the paper does not.
+
+    >>> round(expected_calibration_error([0, 1, 1, 1], [0.05, 0.95, 0.95, 0.55]), 4)  # (.05 + .1 + .45) / 4
+    0.15
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size, unit=True)
+    if y.size == 0:
+        return float("nan")
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_y = np.bincount(bins, weights=y.astype(np.float64), minlength=n_bins)
+    return float(np.sum(np.abs(sum_y - sum_p)) / y.size)
+
+
+def binary_metrics(y_true: Any, prob: Any, threshold: float) -> dict[str, float | int]:
+    """All per-split metrics of one model at its (validation-chosen) threshold.
+
+    Keys: ``auroc``, ``auprc`` (average precision), ``positive_rate`` (prevalence n_pos / n, the
+    AUPRC of a random ranker), ``predicted_positive_rate`` (share with ``prob >= threshold``),
+    ``macro_f1``, ``threshold``, ``brier`` (mean squared error of the probability), ``ece``
+    (:func:`expected_calibration_error`, 10 bins), ``n`` and ``n_pos``. With a single class in
+    ``y_true`` the ranking metrics are NaN instead of raising, so one bad split does not kill a sweep.
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size, unit=True)
+    n = int(y.size)
+    n_pos = int(y.sum())
+    two_classes = 0 < n_pos < n
+    return {
+        "auroc": float(roc_auc_score(y, p)) if two_classes else float("nan"),
+        "auprc": float(average_precision_score(y, p)) if two_classes else float("nan"),
+        "positive_rate": n_pos / n if n else float("nan"),
+        "predicted_positive_rate": float(np.mean(p >= threshold)) if n else float("nan"),
+        "macro_f1": macro_f1(y, p, threshold) if n else float("nan"),
+        "threshold": float(threshold),
+        "brier": float(np.mean((p - y) ** 2)) if n else float("nan"),
+        "ece": expected_calibration_error(y, p),
+        "n": n,
+        "n_pos": n_pos,
+    }
+
+
+# ------------------------------------------------------------------------------------------ DeLong
+def _delong_components(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and their DeLong covariance matrix for k score vectors (Sun & Xu 2014, midranks).
+
+    ``probs`` has shape (k, n). The structural components are V10_i = (Tz_i - Tx_i) / n_neg for
+    positives and V01_j = 1 - (Tz_j - Ty_j) / n_pos for negatives, where T are midranks within
+    positives (Tx), negatives (Ty) and all samples (Tz): O(n log n) instead of O(n_pos * n_neg).
+    """
+    pos = probs[:, y == 1]
+    neg = probs[:, y == 0]
+    m, n = pos.shape[1], neg.shape[1]
+    tx = sps.rankdata(pos, axis=1)
+    ty = sps.rankdata(neg, axis=1)
+    tz = sps.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    v10 = (tz[:, :m] - tx) / n
+    v01 = 1.0 - (tz[:, m:] - ty) / m
+    auc = v10.mean(axis=1)
+    if m < 2 or n < 2:
+        return auc, np.full((probs.shape[0], probs.shape[0]), np.nan)
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return auc, cov
+
+
+def delong_test(y_true: Any, prob_a: Any, prob_b: Any) -> dict[str, float]:
+    """Paired DeLong test of AUROC(a) - AUROC(b) on the same samples (the paper's AUROC test).
+
+    Both models score the same patients, so their AUROCs are correlated; DeLong's covariance
+    accounts for that, unlike two independent CIs. Returns ``auc_a``, ``auc_b``, ``diff``, ``se``,
+    ``z`` and a two-sided ``p_value``; all NaN when ``y_true`` has a single class. Identical scores
+    give ``diff = 0``, ``se = 0`` and ``p_value = 1``.
+    """
+    y = _labels(y_true)
+    a = _scores(prob_a, y.size, name="prob_a")
+    b = _scores(prob_b, y.size, name="prob_b")
+    nan = float("nan")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return {"auc_a": nan, "auc_b": nan, "diff": nan, "se": nan, "z": nan, "p_value": nan}
+    auc, cov = _delong_components(y, np.vstack([a, b]))
+    diff = float(auc[0] - auc[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else nan
+    if not np.isfinite(se):
+        z = p = nan
+    elif se <= 1e-15:
+        z, p = (0.0, 1.0) if abs(diff) <= 1e-15 else (float(np.sign(diff) * np.inf), 0.0)
+    else:
+        z = diff / se
+        p = float(2 * sps.norm.sf(abs(z)))
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": diff, "se": se, "z": float(z),
+            "p_value": float(p)}
+
+
+def delong_ci(y_true: Any, prob: Any, level: float = 0.95) -> dict[str, float]:
+    """AUROC with its DeLong standard error and a normal ``level`` CI clipped to [0, 1].
+
+    >>> out = delong_ci([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    >>> round(out["auc"], 4), out["ci_low"] < out["auc"] < out["ci_high"]
+    (0.8889, True)
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size)
+    n_pos = int(y.sum())
+    nan = float("nan")
+    if n_pos == 0 or n_pos == y.size:
+        return {"auc": nan, "se": nan, "ci_low": nan, "ci_high": nan}
+    auc, cov = _delong_components(y, p[None, :])
+    se = float(np.sqrt(max(cov[0, 0], 0.0))) if np.isfinite(cov[0, 0]) else nan
+    half = float(sps.norm.ppf(0.5 + level / 2)) * se
+    return {"auc": float(auc[0]), "se": se, "ci_low": max(0.0, float(auc[0]) - half),
+            "ci_high": min(1.0, float(auc[0]) + half)}
+
+
+# --------------------------------------------------------------------------------------- bootstrap
+def _index_chunks(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Resample index sets in blocks of up to 100 rows, all from one generator seeded with ``seed``.
+
+    Blocks bound memory for large test sets; the block size depends on n only, so (seed, n,
+    n_resamples) fixes the index sets.
+    """
+    rng = np.random.default_rng(seed)
+    block = max(1, min(100, _CHUNK_CELLS // max(n, 1)))
+    for start in range(0, n_resamples, block):
+        yield rng.integers(0, n, size=(min(block, n_resamples - start), n))
+
+
+def bootstrap_indices(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """The (n_resamples, n) index sets :func:`paired_bootstrap` draws for this ``seed``.
+
+    Exposed so results can be audited (and tests can recompute a resample with sklearn). Every
+    model and metric compared with the same seed sees the same resamples.
+    """
+    chunks = list(_index_chunks(n, n_resamples, seed))
+    return np.concatenate(chunks) if chunks else np.empty((0, n), dtype=np.int64)
+
+
+class _Ranked:
+    """One score vector grouped by distinct value (descending), reused for every resample.
+
+    A run of consecutive score groups that hold only negatives is merged into one group: AUROC and
+    AP only need, at each group holding a positive, the negatives ranked above it and the negatives
+    tied with it, so the merge is exact and shrinks the tables to at most 2 * n_pos + 1 groups.
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        order = np.argsort(-p, kind="stable")
+        p_sorted = p[order]
+        group_sorted = np.cumsum(np.concatenate(([True], p_sorted[1:] != p_sorted[:-1]))) - 1
+        has_pos = np.bincount(group_sorted, weights=y[order], minlength=int(group_sorted[-1]) + 1) > 0
+        new_group = has_pos | np.concatenate(([True], has_pos[:-1]))
+        merged = (np.cumsum(new_group) - 1)[group_sorted]
+        self.n_groups = int(merged[-1]) + 1
+        group = np.empty(p.size, dtype=np.int64)
+        group[order] = merged
+        # One key per sample: (label, score group), so a single bincount gives both count tables.
+        self.key = y.astype(np.int64) * self.n_groups + group
+
+    def auroc_auprc(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """AUROC and average precision for each resample (row of ``idx``, shape (c, n)).
+
+        A resample is the data with each sample repeated as often as it was drawn, so both metrics
+        are weighted sums over score groups g (highest score first): AUROC = sum_g pos_g *
+        (negatives below g + neg_g / 2) / (P * N), summed exactly in integers; AP = sum_g (pos_g / P)
+        * precision at g -- the step-wise sum sklearn's ``average_precision_score`` computes on the
+        expanded data. Tables are laid out (groups, resamples) because numpy accumulates fast along
+        a leading axis.
+        """
+        c = idx.shape[0]
+        flat = (self.key[idx] * c + np.arange(c)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=2 * self.n_groups * c).reshape(2, self.n_groups, c)
+        neg_g, pos_g = counts[0], counts[1]
+        tp = np.cumsum(pos_g, axis=0)
+        fp = np.cumsum(neg_g, axis=0)
+        n_pos, n_neg = tp[-1], fp[-1]
+        twice_u = np.sum(pos_g * (2 * (n_neg - fp) + neg_g), axis=0)  # 2 x Mann-Whitney U, exact
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auroc = twice_u / (2.0 * n_pos * n_neg)
+            predicted = tp + fp
+            precision = np.divide(tp, predicted, out=np.zeros(tp.shape), where=predicted > 0)
+            auprc = np.sum(pos_g * precision, axis=0) / n_pos
+        return auroc, auprc
+
+
+def _resampled_f1(
+    tp_mask: np.ndarray, pred_mask: np.ndarray, n_pos: np.ndarray, idx: np.ndarray
+) -> np.ndarray:
+    """Macro-F1 per resample from boolean gathers: TP and predicted-positive counts per row."""
+    tp = np.count_nonzero(tp_mask[idx], axis=1)
+    n_pred = np.count_nonzero(pred_mask[idx], axis=1)
+    n = idx.shape[1]
+    return _f1_pair(tp, n_pred - tp, n_pos - tp, n - n_pos - (n_pred - tp))
+
+
+def _bootstrap_distributions(
+    y: np.ndarray,
+    probs: Sequence[np.ndarray],
+    thresholds: Sequence[float],
+    metrics: Sequence[str],
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Metric values per model on the full data and on each resample (one-class resamples NaN).
+
+    All k models are scored on the same index sets. Returns (full[metric] -> (k,),
+    boot[metric] -> (k, n_resamples), valid mask (n_resamples,)).
+    """
+    n = y.size
+    ranked = [_Ranked(y, p) for p in probs] if {"auroc", "auprc"} & set(metrics) else []
+    y_mask = y.astype(bool)
+    preds = [p >= t for p, t in zip(probs, thresholds, strict=True)]
+    tps = [pred & y_mask for pred in preds]
+
+    def evaluate(idx: np.ndarray) -> dict[str, np.ndarray]:
+        n_pos = np.count_nonzero(y_mask[idx], axis=1)
+        valid = (n_pos > 0) & (n_pos < n)
+        out: dict[str, np.ndarray] = {"_valid": valid}
+        if "macro_f1" in metrics:
+            out["macro_f1"] = np.vstack(
+                [_resampled_f1(tp, pred, n_pos, idx) for tp, pred in zip(tps, preds, strict=True)])
+        if ranked:
+            pairs = [r.auroc_auprc(idx) for r in ranked]
+            out["auroc"] = np.vstack([a for a, _ in pairs])
+            out["auprc"] = np.vstack([b for _, b in pairs])
+        for m in metrics:
+            out[m] = np.where(valid[None, :], out[m], np.nan)
+        return out
+
+    full_eval = evaluate(np.arange(n)[None, :])
+    full = {m: full_eval[m][:, 0] for m in metrics}
+    parts = [evaluate(idx) for idx in _index_chunks(n, n_resamples, seed)]
+    k = len(probs)
+    boot = {m: (np.concatenate([p[m] for p in parts], axis=1) if parts else np.empty((k, 0)))
+            for m in metrics}
+    valid = np.concatenate([p["_valid"] for p in parts]) if parts else np.empty(0, dtype=bool)
+    return full, boot, valid
+
+
+def _summarise_diff(point: float, diffs: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Percentile CI and two-sided bootstrap p-value with the +1 correction."""
+    d = diffs[np.isfinite(diffs)]
+    b = d.size
+    if b == 0:
+        return {"diff": point, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan")}
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    p_le = (1 + np.sum(d <= 0)) / (b + 1)
+    p_ge = (1 + np.sum(d >= 0)) / (b + 1)
+    return {"diff": point, "ci_low": float(lo), "ci_high": float(hi),
+            "p_value": float(min(1.0, 2 * min(p_le, p_ge)))}
+
+
+def paired_bootstrap(
+    y_true: Any,
+    prob_a: Any,
+    prob_b: Any,
+    metric: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    threshold_a: float | None = None,
+    threshold_b: float | None = None,
+) -> dict[str, float | int]:
+    """Paired bootstrap of ``metric(a) - metric(b)``: the paper's test for F1-macro.
+
+    Samples are drawn with replacement and the SAME index sets score both models, so the shared
+    difficulty of the test patients cancels out. ``metric`` is ``macro_f1`` (at ``threshold_a`` /
+    ``threshold_b``, the validation-chosen thresholds; ``None`` means 0.5), ``auprc`` or ``auroc``.
+    Resamples containing one class are skipped (``n_valid`` counts the rest). Returns the full-data
+    ``diff``, a 95% percentile CI, and the two-sided p-value
+    ``min(1, 2 * min((1 + #{d <= 0}) / (B + 1), (1 + #{d >= 0}) / (B + 1)))``. Identical seeds give
+    identical results; 1000 resamples of 20,000 samples take well under a second per metric.
+    """
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS}, got {metric!r}")
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be positive")
+    y = _labels(y_true)
+    a = _scores(prob_a, y.size, name="prob_a")
+    b = _scores(prob_b, y.size, name="prob_b")
+    if y.size == 0:
+        raise ValueError("paired_bootstrap needs at least one sample")
+    t_a = 0.5 if threshold_a is None else float(threshold_a)
+    t_b = 0.5 if threshold_b is None else float(threshold_b)
+    full, boot, valid = _bootstrap_distributions(y, [a, b], [t_a, t_b], [metric], n_resamples, seed)
+    out: dict[str, float | int] = {"metric_a": float(full[metric][0]), "metric_b": float(full[metric][1])}
+    out |= _summarise_diff(float(full[metric][0] - full[metric][1]), boot[metric][0] - boot[metric][1])
+    out |= {"n_resamples": int(n_resamples), "n_valid": int(valid.sum()), "seed": int(seed)}
+    if metric == "macro_f1":
+        out |= {"threshold_a": t_a, "threshold_b": t_b}
+    return out
+
+
+# ------------------------------------------------------------------------------ multiplicity, seeds
+def holm(p_values: Any) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values: monotone in the raw order, capped at 1, NaN left as NaN.
+
+    The paper flags 7 variants per (model, task) at p < 0.05 with no correction; Holm controls the
+    family-wise error over those 7 without assuming independence. NaNs do not count towards m.
+
+    >>> holm([0.01, 0.04, 0.03, 0.005]).round(4).tolist()
+    [0.03, 0.06, 0.06, 0.02]
+    >>> holm([0.2, float("nan"), 0.01]).tolist()
+    [0.2, nan, 0.02]
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def seed_summary(values: Any, level: float = 0.95) -> dict[str, float | int]:
+    """Mean, sample SD and a t-interval over training seeds (NaNs dropped).
+
+    The paper reports single runs; with seeds we can tell whether a 0.005 AUROC gain exceeds
+    run-to-run noise (notes §10.4, §12). One value gives a NaN SD and interval.
+
+    >>> s = seed_summary([0.70, 0.71, 0.72])
+    >>> [round(float(s[k]), 4) for k in ("mean", "sd", "n", "ci_low", "ci_high")]
+    [0.71, 0.01, 3.0, 0.6852, 0.7348]
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    nan = float("nan")
+    if n == 0:
+        return {"mean": nan, "sd": nan, "n": 0, "ci_low": nan, "ci_high": nan}
+    mean = float(v.mean())
+    if n == 1:
+        return {"mean": mean, "sd": nan, "n": 1, "ci_low": nan, "ci_high": nan}
+    sd = float(v.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half}
+
+
+# ------------------------------------------------------------------------------------ vs flat '000'
+_COMPARE_COLUMNS = (
+    "setting", "n", "n_pos",
+    "auroc_flat", "auroc", "delta_auroc", "delta_auroc_se", "p_auroc",
+    "macro_f1_flat", "macro_f1", "delta_macro_f1", "delta_macro_f1_ci_low", "delta_macro_f1_ci_high",
+    "p_macro_f1",
+    "auprc_flat", "auprc", "delta_auprc", "delta_auprc_ci_low", "delta_auprc_ci_high", "p_auprc",
+    "p_auroc_holm", "p_macro_f1_holm", "p_auprc_holm", "n_valid_resamples",
+)
+
+
+def _setting_sort_key(setting: str) -> tuple[int, str]:
+    return (SETTING_ORDER.index(setting) if setting in SETTING_ORDER else len(SETTING_ORDER), setting)
+
+
+def _compare_block(
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    flat: str,
+    settings: Sequence[str],
+    n_resamples: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """``compare_to_flat`` rows for settings aligned on one common set of samples."""
+    rows: dict[str, dict[str, Any]] = {}
+    for st in settings:
+        dl = delong_test(y, probs[st], probs[flat])
+        rows[st] = {"setting": st, "n": int(y.size), "n_pos": int(y.sum()), "auroc_flat": dl["auc_b"],
+                    "auroc": dl["auc_a"], "delta_auroc": dl["diff"], "delta_auroc_se": dl["se"],
+                    "p_auroc": dl["p_value"]}
+    if not 0 < y.sum() < y.size:
+        return rows
+    order = [flat, *settings]
+    full, boot, valid = _bootstrap_distributions(
+        y, [probs[st] for st in order], [thresholds[st] for st in order], ["macro_f1", "auprc"],
+        n_resamples, seed)
+    for i, st in enumerate(settings, start=1):
+        for metric in ("macro_f1", "auprc"):
+            point = float(full[metric][i] - full[metric][0])
+            summary = _summarise_diff(point, boot[metric][i] - boot[metric][0])
+            rows[st] |= {f"{metric}_flat": float(full[metric][0]), metric: float(full[metric][i]),
+                         f"delta_{metric}": summary["diff"], f"delta_{metric}_ci_low": summary["ci_low"],
+                         f"delta_{metric}_ci_high": summary["ci_high"], f"p_{metric}": summary["p_value"]}
+        rows[st]["n_valid_resamples"] = int(valid.sum())
+    return rows
+
+
+def compare_to_flat(
+    frame: pd.DataFrame,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    flat: str = FLAT_SETTING,
+) -> pd.DataFrame:
+    """Each hierarchy setting vs the flat baseline for ONE (model, task, seed), as the paper tests.
+
+    ``frame`` is long: columns ``setting`` ('000', '101', ...), ``sample_id``, ``label``, ``prob``
+    and ``threshold`` (one validation-chosen value per setting). Rows are aligned on ``sample_id``
+    (labels must agree; when a setting lacks some samples, each pair keeps only the samples both
+    sides have, and ``n`` says how many). Per setting: delta AUROC with
+    a DeLong p-value, delta macro-F1 and delta AUPRC with paired-bootstrap p-values (the same
+    resamples for every setting), and Holm-adjusted versions of each p across the compared settings.
+    Deltas are setting minus flat. One row per non-flat setting, in the paper's table order.
+    """
+    needed = {"setting", "sample_id", "label", "prob", "threshold"}
+    missing = needed - set(frame.columns)
+    if missing:
+        raise ValueError(f"compare_to_flat needs columns {sorted(needed)}; missing {sorted(missing)}")
+    df = frame.assign(setting=frame["setting"].astype(str))
+    if df.duplicated(["setting", "sample_id"]).any():
+        raise ValueError("duplicate (setting, sample_id) rows: pass one model, task and seed at a time")
+    thresholds = df.groupby("setting")["threshold"].agg(["min", "max"])
+    if (thresholds["max"] - thresholds["min"] > 1e-12).any():
+        raise ValueError("threshold must be constant within a setting (one validation-chosen value)")
+    if flat not in thresholds.index:
+        raise ValueError(f"flat setting {flat!r} not in frame (settings: {sorted(thresholds.index)})")
+    labels = df.pivot(index="sample_id", columns="setting", values="label")
+    probs = df.pivot(index="sample_id", columns="setting", values="prob")
+    if ((labels.max(axis=1) - labels.min(axis=1)) > 0).any():
+        raise ValueError("labels differ between settings for the same sample_id")
+    y_all = labels.max(axis=1).to_numpy()
+    settings = sorted((s for s in thresholds.index if s != flat), key=_setting_sort_key)
+    thr = {s: float(thresholds.loc[s, "min"]) for s in [flat, *settings]}
+    complete = probs.notna().all(axis=1).to_numpy()
+    if complete.all():  # usual case: one pass, every setting scored on the same resamples
+        blocks = [(settings, np.ones(len(probs), dtype=bool))]
+    else:  # some setting lacks some samples: align each pair on its own common sample_ids
+        blocks = [([st], (probs[flat].notna() & probs[st].notna()).to_numpy()) for st in settings]
+    by_setting: dict[str, dict[str, Any]] = {}
+    for block, keep in blocks:
+        y = _labels(y_all[keep].astype(np.int64))
+        p = {st: _scores(probs[st].to_numpy()[keep], y.size, name=f"prob[{st}]") for st in [flat, *block]}
+        by_setting |= _compare_block(y, p, thr, flat, block, n_resamples, seed)
+    rows = [by_setting[st] for st in settings]
+    out = pd.DataFrame(rows, columns=list(_COMPARE_COLUMNS))
+    for metric in ("auroc", "macro_f1", "auprc"):
+        out[f"p_{metric}_holm"] = holm(out[f"p_{metric}"].to_numpy(dtype=np.float64))
+    return out
+
+
+# ----------------------------------------------------------------------------------- paper numbers
+def load_paper_results(path: Path | str | None = None) -> pd.DataFrame:
+    """The paper's final Tables 1-3 (96 rows): table, task, model, setting, metric, value, significant,
+    best, dataset, source. ``setting`` stays a 3-character string ('000' ... '111').
+
+    >>> df = load_paper_results()
+    >>> row = df.query("table == 1 and model == 'bert' and setting == '000' and metric == 'auroc'")
+    >>> df.shape, row["value"].item()
+    ((96, 10), 0.6808)
+    """
+    df = pd.read_csv(PAPER_RESULTS_PATH if path is None else path, dtype={"setting": str, "source": str})
+    for col in ("significant", "best"):
+        if df[col].dtype != bool:
+            df[col] = df[col].astype(str).str.lower().map({"true": True, "false": False}).astype(bool)
+    return df

@@ -1,0 +1,126 @@
+"""Adapters that give the sweep one interface over HICD-BERT and HICD-Graph.
+
+``prepare`` does the task-independent part once per (setting, seed) -- HICD-BERT's MLM pretraining,
+HICD-Graph's graph + GCN -- and ``train`` fine-tunes one task from it. Both trained models expose
+``predict``, ``encode``, ``save`` and ``threshold``; ``embeddings`` returns the code embeddings the
+analysis uses (HICD-BERT: code embedding plus its enabled hierarchy embeddings; HICD-Graph: GCN
+node embeddings of code nodes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hicd_core.cohort import Cohort
+from hicd_core.hierarchy import parse_setting
+from hicd_core.models.common import ProgressCallback
+
+
+def resolve_model_preset(model_preset: str, device: str) -> str:
+    from hicd_core.models.bert import default_preset
+    from hicd_core.models.common import pick_device
+
+    return default_preset(pick_device(device)) if model_preset == "auto" else model_preset
+
+
+def _scaled(value: int, scale: float) -> int:
+    return max(1, round(value * scale))
+
+
+class BertFamily:
+    name = "bert"
+
+    def prepare(self, cohort: Cohort, setting: str, *, seed: int, preset: str, scheme: str, device: str,
+                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
+        from hicd_core.models.bert import PRESETS
+        from hicd_core.models.bert_train import load_pretrained, pretrain_mlm
+        from hicd_core.models.common import ArtifactError
+
+        expect = {"setting": setting, "cohort_fingerprint": cohort.fingerprint}
+        if shared_dir is not None and (shared_dir / "model.safetensors").is_file():
+            try:
+                return load_pretrained(shared_dir, expect, device=device)
+            except ArtifactError:
+                pass  # stale or damaged: retrain below and overwrite
+        result = pretrain_mlm(cohort, parse_setting(setting), scheme=scheme, preset=preset, seed=seed,
+                              device=device, epochs=_scaled(PRESETS[preset].pretrain_epochs, epochs_scale),
+                              progress=progress)
+        if shared_dir is not None:
+            result.save(shared_dir)
+        return result
+
+    def train(self, prepared: Any, cohort: Cohort, task: str, setting: str, *, seed: int, preset: str,
+              device: str, epochs_scale: float, progress: ProgressCallback | None) -> Any:
+        from hicd_core.models.bert import PRESETS
+        from hicd_core.models.bert_train import finetune
+
+        return finetune(prepared, cohort, task, seed=seed, device=device, progress=progress,
+                        epochs=_scaled(PRESETS[preset].finetune_epochs, epochs_scale))
+
+    def load(self, path: Path, device: str) -> Any:
+        from hicd_core.models.bert_train import load_bert
+
+        return load_bert(path, device=device)
+
+    def embeddings(self, trained: Any) -> tuple[list[str], np.ndarray]:
+        meta, matrix = trained.code_embeddings()
+        return meta["code"].astype(str).tolist(), matrix
+
+
+class GraphFamily:
+    name = "graph"
+
+    def _config(self, preset: str, epochs_scale: float):
+        from hicd_core.models.graph_model import GraphConfig
+
+        config = GraphConfig()
+        if preset == "paper":
+            config = replace(config, gcn_epochs=400)
+        return replace(config, gcn_epochs=_scaled(config.gcn_epochs, epochs_scale),
+                       max_epochs=_scaled(config.max_epochs, epochs_scale))
+
+    def prepare(self, cohort: Cohort, setting: str, *, seed: int, preset: str, scheme: str, device: str,
+                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
+        from hicd_core.models.graph_train import build_graph, train_gcn
+
+        graph = build_graph(cohort, parse_setting(setting))
+        # The GCN is cheap relative to the patient transformer and deterministic given the seed, so
+        # it is recomputed after a restart rather than persisted on its own.
+        return train_gcn(graph, seed=seed, device=device, progress=progress,
+                         config=self._config(preset, epochs_scale))
+
+    def train(self, prepared: Any, cohort: Cohort, task: str, setting: str, *, seed: int, preset: str,
+              device: str, epochs_scale: float, progress: ProgressCallback | None) -> Any:
+        from hicd_core.models.graph_train import train_graph_model
+
+        return train_graph_model(cohort, task, parse_setting(setting), seed=seed, device=device, gcn=prepared,
+                                 progress=progress, config=self._config(preset, epochs_scale))
+
+    def load(self, path: Path, device: str) -> Any:
+        from hicd_core.models.graph_train import load_graph_model
+
+        return load_graph_model(path, device=device)
+
+    def embeddings(self, trained: Any) -> tuple[list[str], np.ndarray]:
+        nodes, matrix = trained.node_embeddings()
+        keep = (nodes["kind"].astype(str) == "code").to_numpy()
+        return nodes.loc[keep, "name"].astype(str).tolist(), np.asarray(matrix)[keep]
+
+
+FAMILIES = {"bert": BertFamily(), "graph": GraphFamily()}
+
+
+def split_predictions(trained: Any, cohort: Cohort, task: str, split: str) -> pd.DataFrame:
+    """Per-sample predictions on one split with labels and patient ids (the stored predictions)."""
+    samples = cohort.tasks[task]
+    samples = samples[samples["split"] == split]
+    pred = trained.predict(cohort, task, split)
+    merged = samples[["sample_id", "patient_id", "label"]].merge(pred, on="sample_id", how="inner")
+    if len(merged) != len(samples):
+        raise RuntimeError(f"{task}/{split}: {len(samples) - len(merged)} samples got no prediction")
+    return merged

@@ -1,0 +1,238 @@
+"""The level-ablation sweep: runs any subset of settings x models x tasks x seeds, resumably.
+
+* Every run is keyed by its spec + cohort fingerprint(s) + code version (``RunSpec.run_id``); a
+  finished run is never redone.
+* A run directory is written to a temporary sibling and renamed in one step, so a sweep killed at
+  any moment leaves no half-written run; the next sweep redoes that run from scratch.
+* One failed run is recorded under ``failed/`` and the sweep carries on with the others.
+* Task-independent pretraining (HICD-BERT MLM, HICD-Graph GCN) is done once per (model, setting,
+  seed) and shared by the tasks; the HICD-BERT encoder is also persisted under ``shared/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hicd_core.cohort import TEST, VALIDATION, Cohort, load_cohort
+from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
+from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
+from hicd_core.experiments.spec import RunSpec, SweepPreset
+from hicd_core.experiments.transfer import probe_transfer
+from hicd_core.models.common import ProgressEvent, pick_device
+from hicd_core.runtime import atomic_directory, data_dir, library_versions, seed_everything, stable_hash
+from hicd_core.stats import binary_metrics
+
+
+@dataclass
+class SweepEvent:
+    """Progress of a sweep, for the CLI bars and the app. Fractions are in [0, 1]."""
+
+    run_id: str
+    run_index: int          # 0-based among runs still to do
+    n_runs: int             # runs to do in this sweep (finished ones excluded)
+    stage: str              # pretrain / finetune / gcn / transformer / evaluate / transfer / done / failed
+    run_fraction: float
+    overall_fraction: float
+    eta_seconds: float | None
+    message: str = ""
+
+
+SweepCallback = Callable[[SweepEvent], None]
+
+
+@dataclass
+class Cohorts:
+    source: Cohort
+    target: Cohort | None
+
+
+def synthetic_default_dir(patients: int | None = None, seed: int = 0) -> Path:
+    """Where the synthetic default lives in the data dir (written on first use)."""
+    from hicd_core.cohort.synthetic import write_synthetic
+
+    name = f"seed{seed}" + (f"-n{patients}" if patients else "")
+    out = data_dir() / "synthetic" / name
+    if not (out / "SYNTHETIC.json").is_file():
+        kwargs = {"n_source_patients": patients, "n_target_patients": patients // 2} if patients else {}
+        write_synthetic(out, seed=seed, **kwargs)
+    return out
+
+
+def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patients: int | None = None
+                    ) -> Cohorts:
+    """``synthetic`` (both sites from the synthetic default) or ``mimic-iv:PATH`` with an optional
+    ``eicu:PATH`` target."""
+    if cohort == "synthetic":
+        root = synthetic_default_dir(patients)
+        source = load_cohort("mimic-iv", root / "mimic-iv")
+        return Cohorts(source, load_cohort("eicu", root / "eicu") if target != "none" else None)
+    kind, _, path = cohort.partition(":")
+    if kind != "mimic-iv" or not path:
+        raise ValueError(f"--cohort must be 'synthetic' or 'mimic-iv:PATH', got {cohort!r}")
+    target_cohort = None
+    if target and target != "none":
+        tkind, _, tpath = target.partition(":")
+        if tkind != "eicu" or not tpath:
+            raise ValueError(f"--target must be 'eicu:PATH' or 'none', got {target!r}")
+        target_cohort = load_cohort("eicu", tpath)
+    return Cohorts(load_cohort("mimic-iv", path), target_cohort)
+
+
+def expected_runs(preset: SweepPreset, cohorts: Cohorts, device: str = "auto") -> dict[str, RunSpec]:
+    model_preset = resolve_model_preset(preset.model_preset, device)
+    runs = preset.runs(model_preset)
+    if cohorts.target is None:
+        runs = [r for r in runs if r.kind != "transfer"]
+    target_fp = cohorts.target.fingerprint if cohorts.target is not None else None
+    return {r.run_id(cohorts.source.fingerprint, target_fp): r for r in runs}
+
+
+def _embedding_outputs(family: Any, trained: Any, folder: Path, seed: int) -> dict:
+    from hicd_core.experiments import embeddings as analysis
+
+    codes, matrix = family.embeddings(trained)
+    matrix = np.asarray(matrix, dtype=np.float32)
+    np.save(folder / "embeddings.npy", matrix, allow_pickle=False)
+    (folder / "embedding_codes.json").write_text(json.dumps(codes))
+    labels = analysis.code_labels(codes)
+    summary = {"relationship": analysis.relationship_similarity(matrix, labels, seed=seed),
+               "silhouette_by_chapter": analysis.silhouette_by_chapter(matrix, labels, seed=seed),
+               "chapters": analysis.chapter_similarity(matrix, labels).to_dict(orient="records")}
+    coords = analysis.umap_2d(matrix, seed=seed)
+    np.save(folder / "umap.npy", np.asarray(coords.coords if hasattr(coords, "coords") else coords,
+                                            dtype=np.float32), allow_pickle=False)
+    summary["projection"] = getattr(coords, "method", "umap")
+    return summary
+
+
+class Sweep:
+    """Runs a list of specs against cohorts into a store, reusing pretraining across tasks."""
+
+    def __init__(self, store: RunStore, cohorts: Cohorts, device: str = "auto",
+                 callback: SweepCallback | None = None, embeddings: bool = True) -> None:
+        self.store, self.cohorts, self.device = store, cohorts, device
+        self.callback = callback or (lambda event: None)
+        self.embeddings = embeddings
+        self._prepared: dict[tuple, Any] = {}
+        self._trained: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _shared_dir(self, spec: RunSpec) -> Path:
+        return self.store.shared_dir(stable_hash(*spec.shared_key, self.cohorts.source.fingerprint))
+
+    def _prepared_for(self, spec: RunSpec, progress) -> Any:
+        key = spec.shared_key
+        if key not in self._prepared:
+            family = FAMILIES[spec.model]
+            self._prepared[key] = family.prepare(
+                self.cohorts.source, spec.setting, seed=spec.seed, preset=spec.preset, scheme=spec.scheme,
+                device=self.device, epochs_scale=spec.epochs_scale, shared_dir=self._shared_dir(spec),
+                progress=progress)
+        return self._prepared[key]
+
+    def _source_model(self, spec: RunSpec) -> Any:
+        """The trained source-task model a transfer run probes (memory, else the store)."""
+        from dataclasses import replace
+
+        source_spec = replace(spec, kind="task", target_task=None, encoder="finetuned")
+        run_id = source_spec.run_id(self.cohorts.source.fingerprint)
+        if spec.encoder == "mlm":
+            return self._prepared_for(source_spec, None)
+        if run_id in self._trained:
+            return self._trained[run_id]
+        if not self.store.is_finished(run_id):
+            raise RuntimeError(f"transfer needs the finished source run {run_id}")
+        return FAMILIES[spec.model].load(self.store.run_dir(run_id) / "model", self.device)
+
+    def _record(self, spec: RunSpec, run_id: str, seconds: float, device: str) -> dict:
+        cohort = self.cohorts.source
+        target = self.cohorts.target
+        return {"run_id": run_id, "spec": asdict(spec), "seconds": round(seconds, 2), "device": device,
+                "source_fingerprint": cohort.fingerprint,
+                "target_fingerprint": target.fingerprint if target is not None and spec.kind == "transfer"
+                else None,
+                "synthetic": cohort.synthetic, "code_set_year": cohort.meta.get("code_set_year"),
+                "library_versions": library_versions(), "finished_at": time.time()}
+
+    # ------------------------------------------------------------------ one run
+    def run_one(self, spec: RunSpec, run_id: str, progress) -> None:
+        start = time.perf_counter()
+        seed_everything(spec.seed)
+        device = str(pick_device(self.device))
+        family = FAMILIES[spec.model]
+        with atomic_directory(self.store.run_dir(run_id)) as tmp:
+            if spec.kind == "transfer":
+                if self.cohorts.target is None:
+                    raise RuntimeError("transfer run without a target cohort")
+                encoder = self._source_model(spec)
+                progress(ProgressEvent("transfer", 0, 1))
+                metrics, predictions = probe_transfer(encoder, self.cohorts.target, spec.target_task,
+                                                      seed=spec.seed)
+            else:
+                prepared = self._prepared_for(spec, progress)
+                trained = family.train(prepared, self.cohorts.source, spec.task, spec.setting, seed=spec.seed,
+                                       preset=spec.preset, device=self.device, epochs_scale=spec.epochs_scale,
+                                       progress=progress)
+                progress(ProgressEvent("evaluate", 0, 1))
+                val = split_predictions(trained, self.cohorts.source, spec.task, VALIDATION)
+                predictions = split_predictions(trained, self.cohorts.source, spec.task, TEST)
+                threshold = float(trained.threshold)
+                metrics = {"test": binary_metrics(predictions["label"], predictions["prob"], threshold),
+                           "validation": binary_metrics(val["label"], val["prob"], trained.threshold),
+                           "threshold": float(trained.threshold),
+                           "training": getattr(trained, "metrics", {})}
+                trained.save(tmp / "model")
+                if self.embeddings:
+                    progress(ProgressEvent("embeddings", 0, 1))
+                    metrics["embeddings"] = _embedding_outputs(family, trained, tmp, spec.seed)
+                self._trained[run_id] = trained
+            predictions.to_parquet(tmp / PREDICTIONS_FILE, index=False)
+            (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float))
+            record = self._record(spec, run_id, time.perf_counter() - start, device)
+            (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, default=str))
+
+    # ------------------------------------------------------------------ the sweep
+    def run(self, specs: dict[str, RunSpec]) -> dict[str, str]:
+        """Run every unfinished spec; returns run_id -> 'finished' | 'skipped' | 'failed'."""
+        source, target = self.cohorts.source, self.cohorts.target
+        info = {"source": source.label, "source_fingerprint": source.fingerprint,
+                "synthetic": source.synthetic,
+                "target": target.label if target is not None else None,
+                "target_fingerprint": target.fingerprint if target is not None else None,
+                "code_set_year": source.meta.get("code_set_year")}
+        self.store.write_store_info(info)
+        todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
+        outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
+        sweep_start = time.perf_counter()
+        for index, (run_id, spec) in enumerate(todo):
+            def progress(event: ProgressEvent, index: int = index, run_id: str = run_id) -> None:
+                overall = (index + event.fraction) / len(todo)
+                elapsed = time.perf_counter() - sweep_start
+                eta = elapsed / overall * (1 - overall) if overall > 0.02 else None
+                metrics = ", ".join(f"{k} {v:.3g}" for k, v in list(event.metrics.items())[:3])
+                self.callback(SweepEvent(run_id, index, len(todo), event.stage, event.fraction, overall, eta,
+                                         metrics))
+
+            progress(ProgressEvent("start", 0, 1))
+            try:
+                self.run_one(spec, run_id, progress)
+            except Exception as exc:  # one failed run must not stop the others
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                self.store.mark_failed(run_id, spec, detail + "\n" + traceback.format_exc(limit=6))
+                outcome[run_id] = "failed"
+                self.callback(SweepEvent(run_id, index, len(todo), "failed", 1.0, (index + 1) / len(todo),
+                                         None, detail))
+                continue
+            self.store.clear_failure(run_id)
+            self.store.write_results_table()
+            outcome[run_id] = "finished"
+            self.callback(SweepEvent(run_id, index, len(todo), "done", 1.0, (index + 1) / len(todo), None))
+        return outcome
