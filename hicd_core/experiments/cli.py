@@ -81,11 +81,24 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"preset {preset.name}: {len(specs)} runs ({done} already finished) on {cohorts.source.label}"
           + (f" -> {cohorts.target.label}" if cohorts.target is not None else "") + f"\nstore: {store.root}")
     bars = _Bars() if not args.quiet else None
+    status = None
+    if args.status_file:
+        from hicd_core.experiments.background import StatusWriter
+
+        status = StatusWriter(Path(args.status_file))
+    callbacks = [cb for cb in (bars, status) if cb is not None]
     try:
-        outcome = Sweep(store, cohorts, device=args.device, callback=bars).run(specs)
+        outcome = Sweep(store, cohorts, device=args.device,
+                        callback=lambda event: [cb(event) for cb in callbacks]).run(specs)
+    except BaseException as exc:
+        if status is not None:
+            status.close("failed", f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         if bars is not None:
             bars.close()
+    if status is not None:
+        status.close("finished" if all(v != "failed" for v in outcome.values()) else "failed")
     failed = [run_id for run_id, status in outcome.items() if status == "failed"]
     finished = sum(status == "finished" for status in outcome.values())
     print(f"finished {finished}, skipped {len(outcome) - finished - len(failed)}, failed {len(failed)}")
@@ -144,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--store", help=store_help)
     sweep.add_argument("--store-name", default="default")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep.add_argument("--status-file", help="also write progress as JSON here (used by the app)")
 
     rep = sub.add_parser("report", help="print the results table with statistics against flat")
     rep.add_argument("--store", help=store_help)
