@@ -66,3 +66,28 @@ def small_target_cohort(small_synthetic_dir: Path):
     from hicd_core.cohort import load_cohort
 
     return load_cohort("eicu", small_synthetic_dir / "eicu")
+
+
+#: The settings of the tiny fixture bundle (flat, one single level, two levels, all levels).
+TINY_SETTINGS = ("000", "001", "011", "111")
+
+
+@pytest.fixture(scope="session")
+def tiny_store(small_source_cohort, small_target_cohort, tmp_path_factory: pytest.TempPathFactory):
+    """A finished miniature run store: 4 settings x both models x readmission_30d + transfer.
+
+    Built once per session with the ``tiny`` preset (short training) on the small synthetic cohorts;
+    app and report tests read it like any run store copied from a GPU server.
+    """
+    from hicd_core.experiments.runstore import RunStore
+    from hicd_core.experiments.spec import load_preset
+    from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
+
+    store = RunStore(tmp_path_factory.mktemp("tiny_store"))
+    preset = load_preset("tiny").with_overrides(settings=TINY_SETTINGS)
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    specs = expected_runs(preset, cohorts, "cpu")
+    outcome = Sweep(store, cohorts, device="cpu").run(specs)
+    failed = {k: store.failure(k)["error"] for k, v in outcome.items() if v == "failed"}
+    assert not failed, failed
+    return store

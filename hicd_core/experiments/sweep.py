@@ -207,7 +207,13 @@ class Sweep:
                 "synthetic": source.synthetic,
                 "target": target.label if target is not None else None,
                 "target_fingerprint": target.fingerprint if target is not None else None,
-                "code_set_year": source.meta.get("code_set_year")}
+                "code_set_year": source.meta.get("code_set_year"),
+                # Where the cohorts came from, so a viewer can reload them (load_cohort is cached by
+                # content hash; a moved or changed source shows up as a fingerprint mismatch).
+                "source_site": source.site, "source_path": source.meta.get("source_path"),
+                "source_split_seed": source.meta.get("params", {}).get("split_seed", 0),
+                "target_site": target.site if target is not None else None,
+                "target_path": target.meta.get("source_path") if target is not None else None}
         self.store.write_store_info(info)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
