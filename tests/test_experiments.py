@@ -1,0 +1,211 @@
+"""The sweep engine: idempotence, failure isolation, kill-and-resume, report and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hicd_core.experiments import families, report
+from hicd_core.experiments.runstore import RunStore
+from hicd_core.experiments.spec import RunSpec, load_preset, parse_settings
+from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _CountModel:
+    """A deterministic stand-in model (risk = share of codes in chapter IX) to test sweep mechanics."""
+
+    def __init__(self, setting: str, fail: bool = False) -> None:
+        self.setting, self.threshold, self.metrics = setting, 0.3, {}
+        if fail:
+            raise RuntimeError(f"planned failure for {setting}")
+
+    def predict(self, cohort, task, split=None) -> pd.DataFrame:
+        samples = cohort.tasks[task]
+        if split:
+            samples = samples[samples["split"] == split]
+        diag = cohort.diagnoses
+        share = (diag["chapter"].astype(str) == "IX").groupby(diag["patient_id"]).mean()
+        bump = int(self.setting, 2) / 100
+        prob = share.reindex(samples["patient_id"]).fillna(0).to_numpy() * 0.8 + bump
+        return pd.DataFrame({"sample_id": samples["sample_id"].to_numpy(), "prob": prob})
+
+    def encode(self, cohort, task, split=None):
+        samples = cohort.tasks[task]
+        samples = samples[samples["split"] == split] if split else samples
+        vectors = np.stack([samples["visit_index"].to_numpy(float), np.ones(len(samples))], axis=1)
+        return samples["sample_id"].to_numpy(), vectors
+
+    def save(self, path: Path) -> None:
+        Path(path).mkdir(parents=True)
+        (Path(path) / "config.json").write_text(json.dumps({"setting": self.setting}))
+
+
+class _FakeFamily:
+    name = "bert"
+
+    def __init__(self, fail_setting: str | None = None) -> None:
+        self.fail_setting, self.trained = fail_setting, []
+
+    def prepare(self, cohort, setting, **kwargs):
+        return setting
+
+    def train(self, prepared, cohort, task, setting, **kwargs):
+        self.trained.append((setting, task))
+        return _CountModel(setting, fail=setting == self.fail_setting)
+
+    def load(self, path, device):
+        return _CountModel(json.loads((Path(path) / "config.json").read_text())["setting"])
+
+    def embeddings(self, trained):
+        return [], np.zeros((0, 2))
+
+
+def _specs(cohorts: Cohorts) -> dict[str, RunSpec]:
+    preset = load_preset("tiny").with_overrides(models=("bert",), settings=parse_settings("000,001,011"))
+    return expected_runs(preset, cohorts, "cpu")
+
+
+def test_sweep_isolates_failures_and_never_redoes_finished_runs(
+        small_source_cohort, small_target_cohort, tmp_path: Path, monkeypatch) -> None:
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    failing = _FakeFamily(fail_setting="001")
+    monkeypatch.setitem(families.FAMILIES, "bert", failing)
+    import hicd_core.experiments.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "FAMILIES", families.FAMILIES)
+    store = RunStore(tmp_path / "store")
+    specs = _specs(cohorts)
+    outcome = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs)
+    statuses = sorted(outcome.values())
+    # 001 fails; its transfer then fails too (no source model); the others finish.
+    assert statuses.count("failed") == 2 and statuses.count("finished") == 4
+    listing = store.listing(specs)
+    assert set(listing["status"]) == {"finished", "failed"}
+    assert "planned failure" in listing.loc[listing["status"] == "failed", "error"].iloc[0]
+
+    healthy = _FakeFamily()
+    monkeypatch.setitem(families.FAMILIES, "bert", healthy)
+    again = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs)
+    assert sorted(again.values()).count("skipped") == 4
+    assert healthy.trained == [("001", "readmission_30d")]  # only the failed run is redone
+    assert (store.listing(specs)["status"] == "finished").all()
+    assert store.failure(next(iter(specs))) is None
+    table = store.results_table()
+    assert len(table) == 6 and table["auroc"].notna().all()
+    assert (store.root / "results.parquet").is_file()
+
+
+def test_report_comparisons_against_flat(small_source_cohort, small_target_cohort, tmp_path: Path,
+                                         monkeypatch) -> None:
+    monkeypatch.setitem(families.FAMILIES, "bert", _FakeFamily())
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    store = RunStore(tmp_path / "store")
+    Sweep(store, cohorts, device="cpu", embeddings=False).run(_specs(cohorts))
+    compared = report.comparisons(store, n_resamples=200)
+    assert set(compared["setting"]) == {"001", "011"}
+    assert {"p_auroc", "p_auroc_holm", "p_macro_f1_holm", "delta_auprc"} <= set(compared.columns)
+    # The fake's settings only shift every probability by a constant: AUROC is unchanged.
+    task_rows = compared[compared["evaluation"] == "readmission_30d"]
+    assert np.allclose(task_rows["delta_auroc"], 0.0)
+    assert (compared["p_auroc_holm"] >= compared["p_auroc"] - 1e-12).all()
+    best = report.headline(compared)
+    assert set(best["evaluation"]) == {"readmission_30d", "readmission_30d -> icu_readmission"}
+
+
+def test_tiny_sweep_end_to_end(tiny_store) -> None:
+    """All four fixture settings x both real models x readmission + transfer finished, with the
+    test predictions, model directories, embeddings and UMAP a viewer needs."""
+    table = report.results(tiny_store)
+    assert len(table) == 16
+    assert set(table["model"]) == {"bert", "graph"} and set(table["kind"]) == {"task", "transfer"}
+    assert table["auroc"].between(0, 1).all()
+    task_runs = table[table["kind"] == "task"]
+    assert (task_runs["auroc"] > 0.55).mean() >= 0.75, task_runs[["run_id", "auroc"]]
+    for run_id in task_runs["run_id"]:
+        folder = tiny_store.run_dir(run_id)
+        for name in ("run.json", "metrics.json", "predictions.parquet", "model/model.safetensors",
+                     "embeddings.npy", "umap.npy"):
+            assert (folder / name).is_file(), (run_id, name)
+        run = json.loads((folder / "run.json").read_text())
+        assert run["code_set_year"].startswith("ICD-10-CM") and "torch" in run["library_versions"]
+    compared = report.comparisons(tiny_store, n_resamples=100)
+    assert len(compared) == 2 * 2 * 3  # 2 models x (task, transfer) x 3 non-flat settings
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hicd_core", *args], capture_output=True, text=True,
+                          cwd=REPO, **kwargs)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_the_same_results(small_synthetic_dir: Path, tiny_store, tmp_path: Path
+                                                  ) -> None:
+    store_dir = tmp_path / "store"
+    args = [sys.executable, "-m", "hicd_core", "sweep", "--preset", "tiny", "--models", "graph",
+            "--settings", "000,001", "--cohort", f"mimic-iv:{small_synthetic_dir / 'mimic-iv'}",
+            "--target", f"eicu:{small_synthetic_dir / 'eicu'}", "--device", "cpu", "--store", str(store_dir),
+            "--quiet"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    runs = store_dir / "runs"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill it while the second run is being written
+        finished = [p for p in runs.glob("*") if (p / "run.json").is_file()] if runs.is_dir() else []
+        if finished and any(p.name.startswith(".tmp-") for p in runs.iterdir()):
+            break
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    store = RunStore(store_dir)
+    # Nothing half-written looks finished.
+    for path in runs.iterdir():
+        assert path.name.startswith(".tmp-") or (path / "run.json").is_file()
+    before = len(store.finished_runs())
+    assert before >= 1
+    resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    table = store.results_table().set_index("run_id")
+    assert len(table) == 4
+    assert not [p for p in runs.iterdir() if p.name.startswith(".tmp-")]
+    # The same runs in the uninterrupted fixture sweep give identical results.
+    reference = tiny_store.results_table().set_index("run_id")
+    common = table.index.intersection(reference.index)
+    assert len(common) == 4
+    columns = ["auroc", "auprc", "macro_f1", "brier", "threshold"]
+    pd.testing.assert_frame_equal(table.loc[common, columns], reference.loc[common, columns])
+
+
+def test_cli_help_and_bad_arguments() -> None:
+    for command in ("codes", "synth", "cohort", "sweep", "report"):
+        out = _cli(command, "--help")
+        assert out.returncode == 0 and "usage" in out.stdout
+    bad = _cli("sweep", "--settings", "0x1")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "0x1" in bad.stderr
+    bad = _cli("sweep", "--preset", "nope")
+    assert bad.returncode != 0 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _cli("sweep", "--models", "gpt")
+    assert bad.returncode != 0 and "gpt" in bad.stderr
+
+
+def test_cli_report(tiny_store) -> None:
+    out = _cli("report", "--store", str(tiny_store.root), "--json", "--resamples", "100")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert len(data["runs"]) == 16 and data["comparisons"] and data["info"]["synthetic"] is True
+    text = _cli("report", "--store", str(tiny_store.root), "--resamples", "100")
+    assert "SYNTHETIC" in text.stdout and "Holm" in text.stdout
+    empty = _cli("report", "--store", "/nonexistent/store")
+    assert empty.returncode != 0 and "no finished runs" in empty.stderr
