@@ -32,7 +32,7 @@ PATIENT = ["patientunitstayid", "patienthealthsystemstayid", "uniquepid", "unitv
 PATIENT_OPTIONAL = ["gender", "unittype", "unitdischargeoffset", "hospitaldischargestatus"]
 DIAGNOSIS = ["diagnosisid", "patientunitstayid", "diagnosisoffset", "icd9code", "diagnosispriority"]
 PRIORITY_ORDER = {"Primary": 0, "Major": 1, "Other": 2}
-_ICD10_SHAPE = re.compile(r"[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?")
+_ICD10_SHAPE = re.compile(r"[A-Z][0-9A-Z][0-9A-Z](\.[0-9A-Z]{1,4})?")
 
 
 def _version_of(token: str, position: int, n_tokens: int) -> int | None:

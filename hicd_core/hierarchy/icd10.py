@@ -12,8 +12,9 @@ is derived. Chapters are identified by roman numerals (``IX``) as in the printed
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,11 @@ def code_set_release() -> dict[str, str]:
     >>> code_set_release()["fiscal_year"]
     'FY2026'
     """
-    data = resources.files("simple_icd_10_cm") / "data"
+    # find_spec locates the package without executing it (its import parses the whole XML).
+    spec = importlib.util.find_spec("simple_icd_10_cm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("simple-icd-10-cm is not installed")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
     names = [entry.name for entry in data.iterdir()]
     for name in names:
         match = _TABULAR_RE.fullmatch(name)
@@ -188,7 +193,8 @@ def resolve_icd10(cleaned: str) -> tuple[str, str] | tuple[None, str]:
     if not cleaned:
         return None, "empty"
     index = code_index()
-    if not re.fullmatch(r"[A-Z][0-9][0-9A-Z]{1,5}", cleaned):
+    # Second character: a digit, or a letter for the newer categories such as QA0 (FY2026).
+    if not re.fullmatch(r"[A-Z][0-9A-Z][0-9A-Z]{1,5}", cleaned):
         if re.fullmatch(r"([0-9]{3,5}|V[0-9]{2,4}|E[0-9]{3,4})", cleaned):
             return None, "looks_icd9"
         return None, "invalid"
