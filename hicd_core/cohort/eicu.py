@@ -120,7 +120,7 @@ def read_eicu(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dic
     visits["start_minutes"] += visits.pop("_order") * 1e-3
 
     cells = diagnosis["icd9code"]
-    distinct, inverse = np.unique(cells.fillna("").astype(str).to_numpy(), return_inverse=True)
+    inverse, distinct = pd.factorize(cells.fillna(""))  # hashing, not sorting: ~10x np.unique
     parsed = [parse_icd9code(value or None) for value in distinct]
     codes = np.array([p[0] for p in parsed], dtype=object)[inverse]
     versions = np.array([p[1] for p in parsed], dtype=np.int8)[inverse]
@@ -134,8 +134,8 @@ def read_eicu(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dic
     frame = frame[kinds.to_numpy() != "empty"].dropna(subset=["source_visit_id"])
     frame = frame.sort_values(["source_visit_id", "priority", "offset", "id"], kind="stable")
     # eICU re-charts a diagnosis over the stay; one occurrence per code per stay is kept (counted).
-    key = frame["raw_code"].str.upper().str.replace(".", "", regex=False)
-    repeated = pd.DataFrame({"v": frame["source_visit_id"], "k": key}).duplicated()
+    code_ids, _ = pd.factorize(frame["raw_code"])
+    repeated = pd.Series(frame["source_visit_id"].to_numpy() * (len(frame) + 1) + code_ids).duplicated()
     problems["diagnosis_rows_repeated_in_stay"] = int(repeated.sum())
     frame = frame[~repeated.to_numpy()]
     frame["seq"] = frame.groupby("source_visit_id").cumcount().astype(np.int32) + 1
