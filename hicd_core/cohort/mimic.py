@@ -101,7 +101,7 @@ def read_mimic_iv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
     raw_diagnoses = pd.DataFrame({
         "source_visit_id": diagnoses["hadm_id"].to_numpy(np.int64),
         "seq": diagnoses["seq_num"].fillna(0).to_numpy(np.int32),
-        "raw_code": diagnoses["icd_code"].to_numpy(),
+        "raw_code": diagnoses["icd_code"].array,  # stays Arrow-backed: no 5M object strings
         "icd_version": diagnoses["icd_version"].to_numpy(np.int8),
     })
     raw_patients = pd.DataFrame({"source_patient_id": patients["subject_id"].astype(str).to_numpy(),

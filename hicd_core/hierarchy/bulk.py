@@ -101,7 +101,7 @@ def normalize_codes(codes: Sequence[object] | pd.Series, versions: Sequence[int]
     code_ids = np.where(code_ids < 0, len(uniques), code_ids).astype(np.int64)
     unique_values = [*list(uniques), None]
     pair_keys = code_ids * 2 + (version_arr == 9)
-    distinct_keys, inverse = np.unique(pair_keys, return_inverse=True)
+    inverse, distinct_keys = pd.factorize(pair_keys)  # hashing: several times faster than np.unique
     distinct = normalize_unique([unique_values[k // 2] for k in distinct_keys],
                                 [9 if k % 2 else 10 for k in distinct_keys])
     out = {}
