@@ -103,13 +103,13 @@ def _embedding_outputs(family: Any, trained: Any, folder: Path, seed: int) -> di
     np.save(folder / "embeddings.npy", matrix, allow_pickle=False)
     (folder / "embedding_codes.json").write_text(json.dumps(codes))
     labels = analysis.code_labels(codes)
-    summary = {"relationship": analysis.relationship_similarity(matrix, labels, seed=seed),
-               "silhouette_by_chapter": analysis.silhouette_by_chapter(matrix, labels, seed=seed),
-               "chapters": analysis.chapter_similarity(matrix, labels).to_dict(orient="records")}
-    coords = analysis.umap_2d(matrix, seed=seed)
-    np.save(folder / "umap.npy", np.asarray(coords.coords if hasattr(coords, "coords") else coords,
-                                            dtype=np.float32), allow_pickle=False)
-    summary["projection"] = getattr(coords, "method", "umap")
+    # ``summary`` is a tightness_table entry (relationship similarities + silhouette) plus the
+    # per-chapter intra-chapter similarity the paper's heatmap shows.
+    summary = analysis.embedding_summary(matrix, labels, seed=seed)
+    summary["chapters"] = analysis.chapter_similarity(matrix, labels).to_dict(orient="records")
+    projection = analysis.umap_2d(matrix, seed=seed)
+    np.save(folder / "umap.npy", np.asarray(projection.coords, dtype=np.float32), allow_pickle=False)
+    summary["projection"] = projection.method
     return summary
 
 
