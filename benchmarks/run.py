@@ -34,7 +34,8 @@ def discover() -> dict[str, str]:
 def run_one(name: str, module: str) -> dict:
     """Run one benchmark in a child process; return its figures plus wall time and peak RSS."""
     code = (f"import json, resource, sys; from {module} import BENCHMARKS; r = BENCHMARKS[{name!r}](); "
-            "r['peak_rss_mb'] = r.get('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024); "
+            "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "r['peak_rss_mb'] = r.get('peak_rss_mb', rss); "
             "sys.stdout.write('\\n@@RESULT@@' + json.dumps(r, default=str))")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
