@@ -1,0 +1,261 @@
+"""Data and figures for the Patient page: which store and cohort, which runs, which test patients.
+
+The app shell will own a shared sidebar; until then the page finds its run store through
+``$HICD_STORE`` (else :func:`~hicd_core.experiments.runstore.default_store_root`) and reloads the
+cohort the store was trained on from ``store.json``. Everything that decides that lives in
+:func:`resolve_store` / :func:`store_cohort`, so swapping in the shared state is a one-line change.
+
+Figure builders are pure (data in, ``go.Figure`` out) and unit-testable; none of them logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from hicd_core.analysis.attributions import COMPONENTS, Attribution, PatientReport
+from hicd_core.cohort.schema import TEST, Cohort
+from hicd_core.experiments.report import SETTING_ORDER, setting_label
+from hicd_core.experiments.runstore import RunStore, default_store_root
+from hicd_core.hierarchy import chapter_order
+
+STORE_ENV = "HICD_STORE"
+#: Where the app shell leaves the sidebar's selection (an object with ``store_root``), when present.
+SHARED_CONTEXT_KEY = "_hicd_context"
+COMPONENT_COLOURS = {"code": "#4c78a8", "G0": "#f58518", "G1": "#e45756", "G2": "#72b7b2", "age": "#54a24b",
+                     "position": "#b279a2", "segment": "#9d755d"}
+KIND_COLOURS = {"code": "#4c78a8", "chapter": "#f58518", "block": "#e45756", "prefix": "#72b7b2",
+                "category": "#72b7b2"}
+MODEL_NAMES = {"bert": "HICD-BERT", "graph": "HICD-Graph"}
+
+
+class StoreError(RuntimeError):
+    """Why the page cannot show anything yet (shown to the user as a plain ``st.info``)."""
+
+
+# ============================================================================ store and cohort
+def store_root(state: Mapping[str, Any] | None = None) -> Path:
+    """The sidebar's run store when the app shell chose one (``state`` = ``st.session_state``),
+    else ``$HICD_STORE``, else the default run store."""
+    shared = getattr(state.get(SHARED_CONTEXT_KEY) if state is not None else None, "store_root", None)
+    if shared:
+        return Path(shared)
+    env = os.environ.get(STORE_ENV, "").strip()
+    return Path(env).expanduser() if env else default_store_root()
+
+
+def resolve_store(root: Path | str | None = None) -> RunStore:
+    """The run store to show; raises :class:`StoreError` when it is missing or has no finished run."""
+    path = Path(root) if root is not None else store_root()
+    store = RunStore(path)
+    if not (path / "store.json").is_file():
+        raise StoreError(f"No run store at {path}. Train models first (Settings page or "
+                           f"`python -m hicd_core sweep`), or point {STORE_ENV} at a store.")
+    if task_runs(store).empty:
+        raise StoreError(f"The run store at {path} has no finished task runs yet.")
+    return store
+
+
+def store_cohort(store: RunStore, role: str = "source") -> Cohort:
+    """Reload the cohort a store was trained on (``store.json``: site, path, split seed)."""
+    from hicd_core.cohort import load_cohort
+
+    info = store.store_info()
+    site, path = info.get(f"{role}_site"), info.get(f"{role}_path")
+    if not site or not path:
+        raise StoreError(f"store.json of {store.root} does not say where its {role} cohort came from.")
+    if not Path(path).exists():
+        raise StoreError(f"The {role} cohort of this store ({site}) is no longer at its recorded path.")
+    split_seed = int(info.get(f"{role}_split_seed", info.get("source_split_seed", 0)) or 0)
+    cohort = load_cohort(site, path, split_seed=split_seed)
+    expected = info.get(f"{role}_fingerprint")
+    if expected and cohort.fingerprint != expected:
+        raise StoreError(f"The {role} cohort changed since the models were trained (fingerprint "
+                           f"{cohort.fingerprint} != {expected}); retrain or restore the data.")
+    return cohort
+
+
+def task_runs(store: RunStore) -> pd.DataFrame:
+    """Finished task runs (not transfer probes): run_id, model, setting, task, seed."""
+    rows = [{"run_id": r["run_id"], **{k: r["spec"][k] for k in ("model", "setting", "task", "seed")}}
+            for r in store.finished_runs() if r.get("spec", {}).get("kind", "task") == "task"]
+    frame = pd.DataFrame(rows, columns=["run_id", "model", "setting", "task", "seed"])
+    if frame.empty:
+        return frame
+    rank = {s: i for i, s in enumerate(SETTING_ORDER)}
+    frame["rank"] = frame["setting"].map(rank).fillna(len(rank))
+    return frame.sort_values(["model", "task", "seed", "rank"]).drop(columns="rank").reset_index(drop=True)
+
+
+def runs_by_setting(runs: pd.DataFrame, model: str, task: str, seed: int) -> dict[str, str]:
+    """setting -> run_id for one model family, task and seed (paper table order)."""
+    sel = runs[(runs["model"] == model) & (runs["task"] == task) & (runs["seed"] == seed)]
+    return dict(zip(sel["setting"], sel["run_id"], strict=True))
+
+
+def test_candidates(store: RunStore, run_id: str, cohort: Cohort, task: str) -> pd.DataFrame:
+    """The run's stored test predictions with each sample's anchor visit (de-identified indices only).
+
+    Columns: ``sample_id``, ``patient_id``, ``label``, ``prob``, ``visit_index`` (the anchor).
+    """
+    pred = store.predictions(run_id)[["sample_id", "patient_id", "label", "prob"]]
+    samples = cohort.tasks[task]
+    samples = samples[samples["split"].astype(str) == TEST][["sample_id", "visit_index"]]
+    frame = pred.merge(samples, on="sample_id", how="inner")
+    return frame.sort_values(["patient_id", "visit_index"]).reset_index(drop=True)
+
+
+def filter_candidates(frame: pd.DataFrame, label: str = "all", risk: tuple[float, float] = (0.0, 1.0),
+                      patient: int | None = None) -> pd.DataFrame:
+    """Candidates by label (``all``/``0``/``1``), predicted-risk range and optionally one patient index."""
+    keep = frame["prob"].between(risk[0], risk[1])
+    if label in ("0", "1"):
+        keep &= frame["label"] == int(label)
+    if patient is not None:
+        keep &= frame["patient_id"] == int(patient)
+    return frame[keep]
+
+
+def candidate_label(row: pd.Series | dict) -> str:
+    return (f"patient {int(row['patient_id'])} · sample {int(row['sample_id'])} · anchor visit "
+            f"{int(row['visit_index'])} · label {int(row['label'])} · stored risk {float(row['prob']):.3f}")
+
+
+def convergence_note(attr: Attribution) -> tuple[str, str]:
+    """(level, plain-language sentence) about Captum's convergence delta; level is ok/warn/bad."""
+    gap = attr.logit - attr.baseline_logit
+    share = attr.relative_delta
+    if not np.isfinite(attr.delta):
+        return "bad", "The convergence check failed (delta is not a number): do not trust these attributions."
+    text = (f"The attributions add up to {attr.attr_sum:+.4f}; the model's score moved {gap:+.4f} from the "
+            f"baseline to this patient. Captum's convergence delta (the gap between the two) is "
+            f"{attr.delta:+.2e}")
+    if share <= 0.05:
+        return "ok", text + " — small, so the attributions account for the prediction."
+    if share <= 0.2 or abs(attr.delta) < 0.01:
+        return "warn", text + (f" ({share:.0%} of the change): roughly right. The score barely differs "
+                               "from the baseline's, or the integral is coarse; more steps tighten it.")
+    return "bad", text + f" ({share:.0%} of the change): too large; increase the number of steps."
+
+
+# ============================================================================ figures
+def timeline_figure(timeline: pd.DataFrame) -> go.Figure:
+    """One marker per diagnosis: x = visit (days since the first visit), y = order in the visit,
+    colour = chapter; code and title on hover."""
+    figure = go.Figure()
+    order = chapter_order()
+    frame = timeline[timeline["code"] != ""].copy()
+    frame["x"] = [f"visit {v}<br>day {d:g}" for v, d in zip(frame["visit_index"], frame["day"], strict=True)]
+    for chapter in sorted(frame["chapter"].unique(), key=lambda c: order.index(c) if c in order else 99):
+        part = frame[frame["chapter"] == chapter]
+        figure.add_trace(go.Scatter(
+            x=part["x"], y=part["seq"], mode="markers+text", text=part["code"], textposition="middle right",
+            name=f"Ch {chapter}", marker={"size": 10, "symbol": "square"},
+            customdata=np.stack([part["code"], part["title"].str.slice(0, 90)], axis=1),
+            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<extra>%{x}</extra>"))
+    figure.update_layout(height=max(260, 22 * int(frame["seq"].max() if len(frame) else 5) + 120),
+                         margin={"t": 10, "l": 10, "r": 10, "b": 10}, legend_title_text="chapter",
+                         yaxis={"title": "order within visit", "autorange": "reversed"},
+                         xaxis={"title": "", "categoryorder": "array",
+                                "categoryarray": list(dict.fromkeys(frame["x"]))})
+    return figure
+
+
+def risk_figure(risks: pd.DataFrame) -> go.Figure:
+    """Predicted risk per setting (bars) with each model's decision threshold (markers)."""
+    labels = risks["setting_label"].tolist()
+    figure = go.Figure([
+        go.Bar(x=labels, y=risks["prob"], name="predicted risk", marker_color="#4c78a8",
+               text=[f"{p:.3f}" for p in risks["prob"]], textposition="outside"),
+        go.Scatter(x=labels, y=risks["threshold"], mode="markers", name="decision threshold",
+                   marker={"symbol": "line-ew-open", "size": 28, "color": "#e45756", "line": {"width": 3}}),
+    ])
+    figure.update_layout(height=300, margin={"t": 10, "l": 10, "r": 10, "b": 10},
+                         yaxis={"range": [0, 1.05], "title": "risk"}, legend={"orientation": "h"})
+    return figure
+
+
+def _token_labels(table: pd.DataFrame) -> list[str]:
+    return [f"{i}: {t}" for i, t in zip(table["token_index"], table["token"], strict=True)]
+
+
+def component_heatmap(attr: Attribution) -> go.Figure:
+    """Heat strip: components (rows) x sequence positions (columns), diverging around zero."""
+    table = attr.table
+    comps = [c for c in COMPONENTS if c in attr.components]
+    z = np.array([table[f"attr_{c}"].to_numpy() for c in comps])
+    bound = float(np.abs(z).max()) if z.size else 1.0
+    row = [f"{tok} · {title[:60]}" for tok, title in zip(table["token"], table["title"], strict=True)]
+    hover = np.array([row for _ in comps])
+    figure = go.Figure(go.Heatmap(
+        z=z, x=_token_labels(table), y=comps, colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound,
+        customdata=hover, hovertemplate="%{y} @ %{customdata}<br>attribution %{z:.4f}<extra></extra>",
+        colorbar={"title": {"text": "attribution"}}))
+    figure.update_layout(height=120 + 28 * len(comps), margin={"t": 10, "l": 10, "r": 10, "b": 10},
+                         xaxis={"showticklabels": len(table) <= 60, "tickangle": -60})
+    return figure
+
+
+def component_bars(attr: Attribution) -> go.Figure:
+    """Stacked (relative) bars per position: each component's signed share of the attribution."""
+    table = attr.table
+    x = _token_labels(table)
+    figure = go.Figure([go.Bar(x=x, y=table[f"attr_{c}"], name=c, marker_color=COMPONENT_COLOURS.get(c),
+                               customdata=table["title"].str.slice(0, 60),
+                               hovertemplate="%{x}<br>%{customdata}<br>" + c + ": %{y:.4f}<extra></extra>")
+                        for c in COMPONENTS if c in attr.components])
+    figure.update_layout(barmode="relative", height=340, margin={"t": 10, "l": 10, "r": 10, "b": 10},
+                         legend={"orientation": "h"}, yaxis={"title": "attribution (logit units)"},
+                         xaxis={"showticklabels": len(table) <= 60, "tickangle": -60})
+    return figure
+
+
+def totals_figure(report: PatientReport) -> go.Figure:
+    """Grouped bars: total attribution per component (or node kind) for every setting."""
+    totals = report.component_totals()
+    labels = [setting_label(s) for s in totals.index]
+    figure = go.Figure([go.Bar(x=labels, y=totals[c], name=c, marker_color=COMPONENT_COLOURS.get(
+        c, KIND_COLOURS.get(c))) for c in totals.columns])
+    figure.update_layout(barmode="group", height=320, margin={"t": 10, "l": 10, "r": 10, "b": 10},
+                         legend={"orientation": "h"}, yaxis={"title": "total attribution"})
+    return figure
+
+
+def rollup_sunburst(tree: pd.DataFrame) -> go.Figure:
+    """Sunburst of :func:`~hicd_core.analysis.attributions.rollup_tree`: size = |attribution|,
+    colour = signed attribution; node ids in ``customdata``."""
+    bound = float(tree["value"].abs().max()) if len(tree) else 1.0
+    labels = np.where(tree["level"] == "chapter", "Ch " + tree["code"], tree["code"])
+    figure = go.Figure(go.Sunburst(
+        ids=tree["id"], parents=tree["parent"], labels=labels, values=tree["size"], branchvalues="total",
+        customdata=np.stack([tree["id"], tree["title"].str.slice(0, 80), tree["value"]], axis=1),
+        hovertemplate=("<b>%{label}</b><br>%{customdata[1]}<br>attribution %{customdata[2]:.4f}"
+                       "<extra></extra>"),
+        marker={"colors": tree["value"], "colorscale": "RdBu", "cmid": 0, "cmin": -bound, "cmax": bound,
+                "showscale": True, "colorbar": {"title": {"text": "attribution"}}}, maxdepth=3))
+    figure.update_layout(height=520, margin={"t": 10, "l": 0, "r": 0, "b": 0})
+    return figure
+
+
+def graph_node_figure(attr: Attribution, top: int = 40) -> go.Figure:
+    """Horizontal bars: the ``top`` (visit, node) attributions by magnitude, coloured by node kind."""
+    table = attr.table.assign(mag=attr.table["attribution"].abs()).nlargest(top, "mag").iloc[::-1]
+    labels = [f"visit {v} · {n}" for v, n in zip(table["visit_index"], table["node"], strict=True)]
+    figure = go.Figure()
+    for kind in dict.fromkeys(table["kind"]):
+        part = table["kind"].to_numpy() == kind
+        figure.add_trace(go.Bar(
+            x=table["attribution"][part], y=np.asarray(labels)[part], orientation="h", name=kind,
+            marker_color=KIND_COLOURS.get(kind), customdata=table["title"][part].str.slice(0, 70),
+            hovertemplate="%{y}<br>%{customdata}<br>attribution %{x:.4f}<extra></extra>"))
+    figure.update_layout(height=max(300, 18 * len(table) + 80), margin={"t": 10, "l": 10, "r": 10, "b": 10},
+                         barmode="overlay", legend={"orientation": "h"},
+                         yaxis={"categoryorder": "array", "categoryarray": labels},
+                         xaxis={"title": "attribution (logit units)"})
+    return figure

@@ -1,0 +1,124 @@
+"""Level ablation: each metric across the 8 hierarchy settings, the difference to flat, and training
+of settings or seeds that are not in the store yet."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from hicd_core.analysis import app_state, charts
+from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, parse_seeds
+
+ctx = app_state.context()
+st.title("Level ablation")
+app_state.banner(ctx, data=False)
+if not app_state.require_store(ctx):
+    st.stop()
+app_state.training_note(ctx)
+results = app_state.results(ctx.root_key, ctx.version)
+app_state.show_problem(results)
+names = app_state.evaluations(results)
+
+
+@st.fragment
+def results_panel() -> None:
+    """Task, metric and display choices rerun only this panel."""
+    controls = st.columns([2, 2, 1, 1])
+    evaluation = controls[0].selectbox("Task", names, key="abl_task")
+    metric = controls[1].radio("Metric", list(charts.METRIC_LABELS), format_func=charts.METRIC_LABELS.get,
+                               key="abl_metric", horizontal=True)
+    overlay = controls[2].toggle("Paper overlay", key="abl_paper",
+                                 help="Overlay the paper's published MIMIC-IV / eICU values (Tables 1-3).")
+    marks = controls[3].radio("Marks", ["Holm-corrected p", "raw p"], key="abl_marks",
+                              help="Which p-value the * marks on the heatmap use.")
+    label = charts.METRIC_LABELS[metric]
+
+    st.subheader(f"{label} by hierarchy setting: {evaluation}")
+    curve = app_state.curve(ctx.root_key, ctx.version, evaluation, metric)
+    paper = app_state.paper_values(evaluation, metric) if overlay else None
+    if overlay and paper is not None and paper.empty:
+        st.info(f"The paper reports no {label} for {evaluation}; nothing to overlay.")
+    figure = charts.level_curve_figure(curve, metric, paper)
+    st.plotly_chart(figure, key="abl_curve", width="stretch")
+    intervals = ", ".join(sorted(set(curve["interval"])))
+    st.caption(f"How to read it: {charts.LEVEL_ORDER_CAPTION} One line per model; error bars are 95% "
+               f"intervals ({intervals}). A point above the 'none (flat)' point of its line means that "
+               "setting helped; a gap in a line is a setting not trained yet."
+               + (f" Dashed lines: {charts.PAPER_LABEL}, the published numbers on real data, labelled as "
+                  "such; compare shapes, not levels, with a synthetic store." if overlay else ""))
+    download = curve if paper is None else pd.concat(
+        [curve.assign(source="this store"), paper.assign(source=charts.PAPER_LABEL)], ignore_index=True)
+    app_state.downloads("abl_curve", download, figure, name=f"level_curve_{metric}")
+
+    st.subheader("Difference to the flat model")
+    corrected = marks == "Holm-corrected p"
+    comparison = app_state.comparisons(ctx.root_key, ctx.version)
+    app_state.show_problem(comparison)
+    cells = app_state.delta_cells(comparison, evaluation, metric, corrected)
+    if cells.empty:
+        st.info("No comparison yet: it needs the flat (000) run and another setting of the same model.")
+    else:
+        p_label = "Holm-corrected p" if corrected else "raw p"
+        heatmap = charts.delta_heatmap_figure(cells, metric, p_label=p_label)
+        st.plotly_chart(heatmap, key="abl_heatmap", width="stretch")
+        st.caption(f"How to read it: each cell is the setting's {label} minus the flat model's, on the same "
+                   f"test patients (blue = better than flat). * marks {p_label} < 0.05 "
+                   + ("(DeLong test)" if metric == "auroc" else "(paired bootstrap)")
+                   + ("; Holm corrects for the 7 settings compared." if corrected else
+                      "; uncorrected, as the paper marks it."))
+        app_state.downloads("abl_heatmap", cells, heatmap, name=f"delta_to_flat_{metric}")
+
+    st.subheader("Numbers")
+    table = app_state.numbers_table(results, comparison, evaluation, metric)
+    st.dataframe(table, width="stretch", hide_index=True)
+    st.caption("One row per finished run (test split). n / n_pos: test samples and positives.")
+    app_state.downloads("abl_table", table, name=f"level_ablation_{metric}")
+
+
+@st.fragment
+def training_panel() -> None:
+    """Train settings or seeds that are not in the store, as a background sweep."""
+    st.subheader("Train more settings or seeds")
+    runs = app_state.listing(ctx.root_key, ctx.version, ctx.default_bundle)
+    task_runs = runs[runs["kind"] == "task"] if not runs.empty else runs
+    present_models = sorted(set(task_runs["model"])) if not task_runs.empty else list(MODELS)
+    present_tasks = sorted(set(task_runs["task"])) if not task_runs.empty else [SOURCE_TASKS[0]]
+    columns = st.columns([1, 1, 2, 1])
+    models = columns[0].multiselect("Models", list(MODELS), default=present_models, key="abl_train_models",
+                                    format_func=charts.model_name)
+    task = columns[1].selectbox("Task", list(SOURCE_TASKS), index=list(SOURCE_TASKS).index(present_tasks[0]),
+                                key="abl_train_task")
+    todo = task_runs[(task_runs["status"] != "finished") & (task_runs["task"] == task)
+                     & task_runs["model"].isin(models)] if not task_runs.empty else task_runs
+    missing = sorted(set(todo["setting"]), key=app_state.ALL_SETTINGS.index) if not todo.empty else []
+    settings = columns[2].multiselect("Settings", list(app_state.ALL_SETTINGS), default=missing,
+                                      format_func=charts.setting_label, key="abl_train_settings")
+    seeds_text = columns[3].text_input("Seeds", "0", key="abl_train_seeds", help="Comma list, e.g. 0,1,2")
+    if missing:
+        st.caption("Not trained yet for this task: " + ", ".join(charts.setting_label(s) for s in missing))
+    try:
+        seeds = list(parse_seeds(seeds_text))
+    except ValueError as exc:
+        st.error(str(exc))
+        seeds = []
+    blocked = ctx.running or not settings or not models or not seeds
+    clicked = st.button("Train in the background", key="abl_train", disabled=blocked, type="primary",
+                        help="Runs already finished are skipped; progress shows in the sidebar.")
+    if ctx.running:
+        st.caption("A sweep is running for this store; training more is possible once it ends.")
+    if clicked:
+        if app_state.start_training(ctx, models=models, tasks=[task], settings=settings, seeds=seeds):
+            st.session_state["abl_flash"] = "Training started in the background; progress is in the sidebar."
+        else:
+            st.session_state["abl_flash"] = "A sweep is already running for this store."
+        st.rerun()
+    if "abl_flash" in st.session_state:
+        st.success(st.session_state.pop("abl_flash"))
+
+
+if not names:
+    st.info("No finished runs in this store yet, so there is nothing to plot. Runs appear here as they "
+            "finish.")
+else:
+    results_panel()
+training_panel()

@@ -1,0 +1,108 @@
+"""Overview: the cohorts per site, the state of the run store, and the headline result per model and task."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from hicd_core.analysis import app_state, charts
+from hicd_core.experiments import report
+
+ctx = app_state.context()
+st.title("Overview")
+app_state.banner(ctx)
+
+# ----------------------------------------------------------------------------------------- cohorts
+st.header("Cohorts", divider="gray")
+summaries = {site: app_state.summary_of(cohort.fingerprint, cohort)
+             for site, cohort in ctx.data.cohorts.items()}
+if not summaries:
+    st.info("No cohort is loaded: pick a data source in the sidebar (the synthetic default always works)."
+            + (" Problems: " + " ".join(ctx.data.errors) if ctx.data.errors else ""))
+else:
+    columns = st.columns(len(summaries))
+    for column, (site, summary) in zip(columns, summaries.items(), strict=True):
+        with column:
+            st.markdown(f"**{site}**" + (" — SYNTHETIC" if summary["synthetic"] else ""))
+            first, second = st.columns(2)
+            first.metric("Patients", f"{summary['patients']:,}")
+            second.metric("Visits", f"{summary['visits']:,}")
+            first.metric("Distinct ICD-10-CM codes", f"{summary['distinct_icd10_codes']:,}")
+            coverage = summary["icd9_mapping_coverage"]
+            second.metric("ICD-9 rows mapped", "no ICD-9" if coverage != coverage else f"{coverage:.1%}")
+    table = charts.cohort_summary_table(summaries)
+    st.dataframe(table, width="stretch")
+    st.caption("How to read it: one column per site. 'ICD-9 rows mapped' is the share of ICD-9 diagnosis "
+               "rows that the bundled GEMs turn into an ICD-10-CM code; unmapped rows keep only the chapter "
+               "'UNK'.")
+    app_state.downloads("overview_cohorts", table.reset_index(), name="cohort_summary")
+    prevalence = charts.task_prevalence_table(summaries)
+    st.subheader("Tasks")
+    st.dataframe(prevalence, width="stretch", hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in prevalence.columns
+                                if "rate" in c})
+    st.caption("One sample per anchor visit; its input is that visit and every earlier one. The positive "
+               "rate is the prevalence of the outcome (AUPRC of a random model equals it). Splits are by "
+               "patient.")
+    app_state.downloads("overview_tasks", prevalence, name="task_prevalence")
+
+# ---------------------------------------------------------------------------------------- run store
+st.header("Run store", divider="gray")
+if app_state.require_store(ctx):
+    runs = app_state.listing(ctx.root_key, ctx.version, ctx.default_bundle)
+    app_state.show_problem(runs)
+    counts = app_state.listing_counts(runs)
+    first, second, third = st.columns(3)
+    first.metric("Finished runs", counts["finished"])
+    second.metric("Failed runs", counts["failed"])
+    third.metric("Not trained yet", counts["missing"])
+    app_state.training_note(ctx)
+    if runs.empty:
+        st.info("This store has no runs yet." + (" Training starts in the background on first launch."
+                                                   if ctx.default_bundle else ""))
+    else:
+        view = runs.assign(setting=runs["setting"].map(report.setting_label),
+                           error=runs["error"].astype(str).str.split("\n").str[0])
+        columns = ["model", "setting", "task", "kind", "target_task", "seed", "status", "error", "run_id"]
+        with st.expander(f"All {len(view)} runs (finished, failed and missing)"):
+            st.dataframe(view[[c for c in columns if c in view]], width="stretch", hide_index=True)
+            app_state.downloads("overview_runs", view[[c for c in columns if c in view]], name="run_status")
+        for row in view[view["status"] == "failed"].head(5).itertuples():
+            st.warning(f"Failed: {row.run_id}: {row.error}")
+
+    # ------------------------------------------------------------------------------------- headline
+    st.header("Headline: best setting against the flat model", divider="gray")
+    results = app_state.results(ctx.root_key, ctx.version)
+    app_state.show_problem(results)
+    if results.empty:
+        st.info("No finished runs yet, so there is no headline. It appears as soon as a model's flat run and "
+                "one hierarchy setting have finished.")
+    else:
+        comparison = app_state.comparisons(ctx.root_key, ctx.version)
+        app_state.show_problem(comparison)
+        headline = report.headline(comparison)
+        if headline.empty:
+            st.info("A headline needs the flat (000) run and at least one other setting of the same model "
+                    "and task; not there yet.")
+        else:
+            columns = st.columns(min(4, len(headline)))
+            for index, row in enumerate(headline.itertuples()):
+                mark = " *" if row.significant_holm else ""
+                columns[index % len(columns)].metric(
+                    f"{charts.model_name(row.model)} · {row.evaluation}", f"{row.setting_label}{mark}",
+                    delta=f"{row.delta_auroc:+.4f} AUROC vs flat", delta_color="normal",
+                    help=f"AUROC {row.auroc:.4f} vs flat {row.auroc_flat:.4f}; DeLong p = {row.p_auroc:.3g}, "
+                         f"Holm-corrected p = {row.p_auroc_holm:.3g}")
+            table = headline[["model", "evaluation", "setting_label", "auroc", "auroc_flat", "delta_auroc",
+                              "p_auroc", "p_auroc_holm", "significant_holm"]].rename(
+                columns={"setting_label": "best setting", "auroc_flat": "flat AUROC",
+                         "delta_auroc": "Δ AUROC", "p_auroc": "DeLong p", "p_auroc_holm": "Holm p",
+                         "significant_holm": "Holm p < 0.05"})
+            table["model"] = table["model"].map(charts.model_name)
+            st.dataframe(table, width="stretch", hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                        for c in ("auroc", "flat AUROC", "Δ AUROC")})
+            st.caption("How to read it: for each model and task, the hierarchy setting with the largest test "
+                       "AUROC gain over the same model without hierarchy (flat, 000). p-values are DeLong "
+                       "tests, Holm-corrected across the settings compared; * marks Holm p < 0.05. The paper "
+                       "itself marks uncorrected p < 0.05.")
+            app_state.downloads("overview_headline", table, name="headline")

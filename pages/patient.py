@@ -1,0 +1,201 @@
+"""Patient page: one test patient's visits, predicted risk under every hierarchy setting, Captum
+attributions over the hierarchical tokens (HICD-BERT) or code/ancestor nodes (HICD-Graph), and a
+clinician review panel. A thin view over :mod:`hicd_core.analysis`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from hicd_core.analysis import attributions as attr_lib
+from hicd_core.analysis import patient_view as view
+from hicd_core.analysis import reviews
+from hicd_core.experiments.report import setting_label
+
+STEP_CHOICES = (16, 32, 64, 128)
+
+
+@st.cache_resource(show_spinner="Loading the cohort the models were trained on ...")
+def cached_cohort(root: str):
+    return view.store_cohort(view.resolve_store(root))
+
+
+@st.cache_resource(show_spinner="Loading trained models ...", max_entries=32)
+def cached_model(root: str, run_id: str):
+    return attr_lib.load_model(view.resolve_store(root), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_runs(root: str, stamp: float):
+    """Finished task runs; ``stamp`` (results.parquet mtime) makes a newly finished run show up."""
+    return view.task_runs(view.resolve_store(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_candidates(root: str, run_id: str, task: str):
+    return view.test_candidates(view.resolve_store(root), run_id, cached_cohort(root), task)
+
+
+@st.cache_data(show_spinner="Computing integrated-gradients attributions ...", max_entries=64)
+def cached_report(root: str, runs: tuple[tuple[str, str], ...], task: str, sample_id: int, n_steps: int):
+    store = view.resolve_store(root)
+    return attr_lib.explain_patient(store, dict(runs), cached_cohort(root), task, sample_id, n_steps,
+                                    loader=lambda run_id: cached_model(root, run_id))
+
+
+st.title("Patient explanations")
+st.caption("One test patient: the visits the model saw, the predicted risk under every trained hierarchy "
+           "setting, and which hierarchical tokens drove it (Captum integrated gradients). De-identified "
+           "indices only.")
+
+try:
+    store = view.resolve_store(view.store_root(st.session_state))
+    root = str(store.root)
+    cohort = cached_cohort(root)
+    runs = cached_runs(root, (store.root / "results.parquet").stat().st_mtime
+                       if (store.root / "results.parquet").exists() else 0.0)
+except view.StoreError as problem:
+    st.info(str(problem))
+    st.stop()
+except (OSError, ValueError, KeyError) as exc:
+    st.info(f"The run store could not be read ({type(exc).__name__}). Check {view.STORE_ENV} or retrain.")
+    st.stop()
+
+if cohort.synthetic:
+    st.warning(f"SYNTHETIC data — {cohort.site}, {len(cohort.patients):,} generated patients, not real "
+               "people. Attributions show what the models learned from a simulation.",
+               icon=":material/science:")
+else:
+    st.caption(f"Cohort: {cohort.label}")
+
+controls = st.columns(4)
+models = sorted(runs["model"].unique())
+model = controls[0].selectbox("Model", models, format_func=lambda m: view.MODEL_NAMES.get(m, m),
+                              key="pt_model")
+tasks = sorted(runs.loc[runs["model"] == model, "task"].unique())
+task = controls[1].selectbox("Task", tasks, key="pt_task")
+seeds = sorted(runs.loc[(runs["model"] == model) & (runs["task"] == task), "seed"].unique())
+seed = controls[2].selectbox("Seed", seeds, key="pt_seed")
+by_setting = view.runs_by_setting(runs, model, task, int(seed))
+reference = controls[3].selectbox("Filter on the risk of", list(by_setting), format_func=setting_label,
+                                  key="pt_reference",
+                                  help="Whose stored test predictions the risk filter and the list use.")
+
+candidates = cached_candidates(root, by_setting[reference], task)
+filters = st.columns([1, 2, 1])
+label = filters[0].radio("Label", ["all", "1", "0"], horizontal=True, key="pt_label")
+risk = filters[1].slider("Stored predicted risk", 0.0, 1.0, (0.0, 1.0), 0.01, key="pt_risk")
+patient_text = filters[2].text_input("Patient index (optional)", key="pt_patient_index",
+                                     placeholder="e.g. 42")
+patient_filter = int(patient_text) if patient_text.strip().isdigit() else None
+shown = view.filter_candidates(candidates, label, risk, patient_filter)
+if shown.empty:
+    st.info("No test patient matches these filters.")
+    st.stop()
+cap = 1000
+options = shown["sample_id"].astype(int).tolist()[:cap]
+rows = shown.set_index("sample_id")
+sample_id = st.selectbox(f"Test sample ({len(shown):,} match{'es' if len(shown) != 1 else ''}"
+                         f"{f'; first {cap} listed' if len(shown) > cap else ''})", options,
+                         format_func=lambda s: view.candidate_label({"sample_id": s, **rows.loc[s]}),
+                         key="pt_sample")
+n_steps = st.select_slider("Integration steps", STEP_CHOICES, value=32, key="pt_steps",
+                           help="More steps make integrated gradients more exact (smaller delta) and slower.")
+
+try:
+    report = cached_report(root, tuple(by_setting.items()), task, int(sample_id), int(n_steps))
+except (FileNotFoundError, KeyError, RuntimeError) as exc:
+    st.info(f"Attributions could not be computed for this sample ({type(exc).__name__}).")
+    st.stop()
+
+st.subheader(f"Patient {report.patient_id} · sample {report.sample_id} · label {report.label}")
+st.caption(f"{view.MODEL_NAMES.get(model, model)}, task {task}, seed {seed}. Input = visits 0 to "
+           f"{report.anchor_visit_index} (the anchor). Computed in {report.seconds:.2f} s"
+           f"{' (cached)' if report.cached else ''}.")
+
+st.markdown("#### Visit timeline")
+st.plotly_chart(view.timeline_figure(report.timeline), key="pt_timeline", width="stretch")
+with st.expander("Codes per visit (table)"):
+    st.dataframe(report.timeline, hide_index=True, width="stretch")
+
+st.markdown("#### Predicted risk under each hierarchy setting")
+risk_cols = st.columns(min(len(report.risks), 8))
+for col, row in zip(risk_cols, report.risks.itertuples(), strict=False):
+    col.metric(row.setting_label, f"{row.prob:.3f}",
+               help=f"setting {row.setting}; decision threshold {row.threshold:.3f}; "
+                    f"{'above' if row.predicted_positive else 'below'} threshold")
+st.plotly_chart(view.risk_figure(report.risks), key="pt_risks", width="stretch")
+
+
+@st.fragment
+def attribution_panel(report) -> None:
+    """The attribution views; their widgets rerun only this block."""
+    st.markdown("#### Attributions")
+    settings = list(report.attributions)
+    setting = st.selectbox("Setting", settings, format_func=lambda s: f"{s} · {setting_label(s)}",
+                           index=len(settings) - 1, key="pt_attr_setting")
+    attr = report.attributions[setting]
+    level, note = view.convergence_note(attr)
+    {"ok": st.success, "warn": st.warning, "bad": st.error}[level](f"Convergence check: {note}")
+    st.caption(f"Baseline: {attr.baseline}. Integrated gradients, {attr.n_steps} steps; attributions are in "
+               "logit units (positive pushes the risk up).")
+    if attr.model == "bert":
+        st.plotly_chart(view.component_heatmap(attr), key="pt_heat", width="stretch")
+        st.plotly_chart(view.component_bars(attr), key="pt_bars", width="stretch")
+        totals = attr.component_totals().rename("total attribution").to_frame().T
+        st.dataframe(totals, width="stretch")
+        with st.expander("Per-position table"):
+            st.dataframe(attr.table, hide_index=True, width="stretch")
+        value = st.radio("Tree roll-up of", ["diagnosis", "total"], horizontal=True, key="pt_roll_value",
+                         help="diagnosis = code + enabled hierarchy components; total adds age, position, "
+                              "segment")
+    else:
+        st.plotly_chart(view.graph_node_figure(attr), key="pt_nodes", width="stretch")
+        st.dataframe(attr.component_totals().rename("total attribution").to_frame().T, width="stretch")
+        with st.expander("Per-node table"):
+            st.dataframe(attr.table, hide_index=True, width="stretch")
+        value = "diagnosis"
+    tree = attr_lib.rollup_tree(attr, value)
+    st.markdown("##### Rolled up the ICD-10-CM tree")
+    st.plotly_chart(view.rollup_sunburst(tree), key="pt_sunburst", width="stretch")
+    st.caption("Segment size = |attribution| below the node; colour = signed sum (red lowers, blue raises "
+               "the risk on this scale). Code -> category -> block -> chapter.")
+    st.markdown("##### Totals per setting")
+    st.plotly_chart(view.totals_figure(report), key="pt_totals", width="stretch")
+    st.download_button("Download the patient report (ZIP: CSVs, JSON, HTML)", attr_lib.report_zip(report),
+                       file_name=f"patient_{report.patient_id}_sample_{report.sample_id}_{report.model}.zip",
+                       mime="application/zip", key="pt_download", on_click="ignore")
+
+
+attribution_panel(report)
+
+
+@st.fragment
+def review_panel(report) -> None:
+    """Reviewer name, verdict and comment; saved to the local SQLite review store."""
+    st.markdown("#### Clinician review")
+    cols = st.columns([1, 2])
+    settings = list(report.attributions)
+    setting = cols[0].selectbox("Setting reviewed", settings, index=len(settings) - 1, key="review_setting",
+                                format_func=lambda s: f"{s} · {setting_label(s)}")
+    run_id = report.attributions[setting].run_id
+    name = cols[0].text_input("Reviewer", key="review_name")
+    verdict = cols[0].radio("Verdict", reviews.VERDICTS, horizontal=True, key="review_verdict")
+    comment = cols[1].text_area("Comment", key="review_comment", height=110)
+    if st.button("Save review", key="review_save"):
+        try:
+            reviews.add_review(name, run_id, report.model, setting, report.task, report.patient_id, verdict,
+                               comment, sample_id=report.sample_id)
+            st.success("Review saved.")
+        except reviews.ReviewError as exc:
+            st.error(str(exc))
+    earlier = reviews.list_reviews(report.patient_id)
+    if earlier.empty:
+        st.caption("No reviews of this patient yet.")
+    else:
+        st.markdown(f"Earlier reviews of patient {report.patient_id}")
+        st.dataframe(earlier, hide_index=True, width="stretch", key="review_table")
+    st.download_button("Export all reviews (CSV)", reviews.export_csv(), file_name="reviews.csv",
+                       mime="text/csv", key="review_export", on_click="ignore")
+
+
+review_panel(report)

@@ -1,0 +1,80 @@
+"""Transfer: a frozen source-site encoder probed on the target site (the paper's MIMIC-IV -> eICU
+protocol), per hierarchy setting and model, with intervals, and the code coverage behind it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from hicd_core.analysis import app_state, charts
+
+ctx = app_state.context()
+st.title("Transfer")
+app_state.banner(ctx)
+if not app_state.require_store(ctx):
+    st.stop()
+app_state.training_note(ctx)
+results = app_state.results(ctx.root_key, ctx.version)
+app_state.show_problem(results)
+transfer_runs = results[results["kind"] == "transfer"] if not results.empty else results
+names = app_state.evaluations(transfer_runs) if not transfer_runs.empty else []
+
+
+@st.fragment
+def probe_panel() -> None:
+    controls = st.columns([3, 2, 1])
+    evaluation = controls[0].selectbox("Source task -> target task", names, key="tr_task")
+    metric = controls[1].radio("Metric", list(charts.METRIC_LABELS), format_func=charts.METRIC_LABELS.get,
+                               key="tr_metric", horizontal=True)
+    overlay = controls[2].toggle("Paper overlay", key="tr_paper", help="The paper's Table 3 (eICU).")
+    label = charts.METRIC_LABELS[metric]
+    st.subheader(f"Probe {label} on the target site, per setting")
+    curve = app_state.curve(ctx.root_key, ctx.version, evaluation, metric)
+    paper = app_state.paper_values(evaluation, metric) if overlay else None
+    if overlay and paper is not None and paper.empty:
+        st.info(f"The paper reports no {label} for this transfer; nothing to overlay.")
+    figure = charts.transfer_figure(curve, metric, paper)
+    st.plotly_chart(figure, key="tr_bars", width="stretch")
+    st.caption("How to read it: the encoder trained on the source site is frozen; a logistic-regression "
+               "probe is fitted on the target site's training patients and tested on its test patients. "
+               f"Bars are the test {label} with 95% intervals ({', '.join(sorted(set(curve['interval'])))}); "
+               f"the y axis does not start at 0. {charts.LEVEL_ORDER_CAPTION}"
+               + (f" Hatched bars: {charts.PAPER_LABEL}, the published eICU numbers (real data)." if overlay
+                  else ""))
+    app_state.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
+    comparison = app_state.comparisons(ctx.root_key, ctx.version)
+    app_state.show_problem(comparison)
+    cells = app_state.delta_cells(comparison, evaluation, metric, True)
+    if not cells.empty:
+        raw = app_state.delta_cells(comparison, evaluation, metric, False)
+        table = cells.rename(columns={"p": "Holm p"}).assign(**{"raw p": raw["p"].to_numpy()})
+        table["setting"] = table["setting"].map(charts.setting_label)
+        st.markdown(f"**Difference to the flat encoder ({label})**")
+        st.dataframe(table, width="stretch", hide_index=True,
+                     column_config={"delta": st.column_config.NumberColumn(format="%+.4f")})
+        app_state.downloads("tr_delta", table, name=f"transfer_delta_{metric}")
+
+
+if not names:
+    st.info("No transfer runs in this store yet. They need a target cohort (eICU layout) and the finished "
+            "source-task runs; they are trained after them.")
+else:
+    probe_panel()
+
+st.header("Code coverage behind the transfer", divider="gray")
+data = ctx.data if ctx.data.mode == "store" else app_state.store_cohorts(ctx.info)
+if data.source is None or data.target is None:
+    st.info("The coverage needs both cohorts the store was trained on (source and target); "
+            "they are not available here." + (" " + " ".join(data.errors) if data.errors else ""))
+else:
+    coverage = app_state.coverage_of(data.source.fingerprint, data.target.fingerprint, data.source,
+                                     data.target)
+    figure = charts.coverage_figure(coverage)
+    st.plotly_chart(figure, key="tr_coverage", width="stretch")
+    st.dataframe(coverage, width="stretch", hide_index=True,
+                 column_config={"share": st.column_config.NumberColumn(format="%.3f")})
+    st.caption(f"How to read it: every diagnosis occurrence at the target site ({data.target.label}) is "
+               f"matched against the codes of the source site's training patients ({data.source.label}): the "
+               "same code, only the same 3-character category, only the same chapter, or nothing. Codes "
+               "matched only higher up reach a flat model as unknown; a hierarchy setting can still place "
+               "them, which is why hierarchy can matter more under transfer.")
+    app_state.downloads("tr_coverage", coverage, figure, name="code_coverage")
