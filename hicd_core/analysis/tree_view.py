@@ -64,12 +64,13 @@ def tree_figure(table: pd.DataFrame, kind: str = "sunburst", color_label: str = 
     labels[table["level"].to_numpy() == "root"] = "ICD-10-CM"
     hover = table["title"].str.slice(0, 90)
     colours = table["color"] if "color" in table else np.log1p(table["size"])
+    bar_title = color_label if "color" in table else f"log(1+{color_label})"
     trace = trace_type(
         ids=table["id"], parents=table["parent"], labels=labels, values=table["size"], branchvalues="total",
         customdata=np.stack([table["id"], hover, table["size"]], axis=1), maxdepth=max_depth,
         hovertemplate="<b>%{label}</b><br>%{customdata[1]}<br>size: %{customdata[2]:,}<extra></extra>",
         marker={"colors": colours, "colorscale": "Viridis", "showscale": True,
-                "colorbar": {"title": {"text": color_label if "color" in table else f"log(1+{color_label})"}}},
+                "colorbar": {"title": {"text": bar_title}}},
     )
     figure = go.Figure(trace)
     figure.update_layout(margin={"t": 10, "l": 0, "r": 0, "b": 0}, height=650)
