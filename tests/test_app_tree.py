@@ -42,8 +42,10 @@ def test_tree_figure(kind: str) -> None:
         tree_view.tree_figure(table, kind="pie")
 
 
-def test_tree_page_renders_and_search_changes_it() -> None:
+def test_tree_page_renders_and_search_changes_it(monkeypatch) -> None:
+    monkeypatch.setenv("HICD_NO_AUTOTRAIN", "1")  # never start background training from a test
     at = AppTest.from_file(APP, default_timeout=90).run()
+    at.switch_page("pages/icd_tree.py").run()
     assert not at.exception
     assert at.title[0].value == "ICD-10-CM tree"
     assert not at.markdown or "I214" not in " ".join(m.value for m in at.markdown)
