@@ -89,7 +89,8 @@ def _patient_across_settings(model: str) -> dict[str, Any]:
         "per_setting_s": {s: round(a.seconds, 3) for s, a in report.attributions.items()},
         "max_abs_delta": float(report.risks["delta"].abs().max()),
         "max_relative_delta": float(report.risks["relative_delta"].max()),
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "attribution_threads": os.environ.get(A.THREADS_ENV, "1 (default)"), "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 

@@ -175,7 +175,8 @@ def bert_one_setting(setting: tuple[int, int, int] = SETTING) -> dict[str, Any]:
     return run_setting(default_cohort(), setting)
 
 
-def bert_learning_curve(setting: tuple[int, int, int] = SETTING, factor: int = 3) -> dict[str, Any]:
+def bert_learning_curve(setting: tuple[int, int, int] = SETTING, factor: int = 3, seed: int = 0
+                        ) -> dict[str, Any]:
     """The ``cpu`` preset's schedule next to one ``factor`` x longer (with patience to match).
 
     The longer run shows whether the preset stops before the validation AUROC it could reach.
@@ -184,8 +185,8 @@ def bert_learning_curve(setting: tuple[int, int, int] = SETTING, factor: int = 3
 
     recipe = PRESETS["cpu"]
     cohort = default_cohort()
-    short = run_setting(cohort, setting)
-    long = run_setting(cohort, setting, pretrain_epochs=factor * recipe.pretrain_epochs,
+    short = run_setting(cohort, setting, seed=seed)
+    long = run_setting(cohort, setting, seed=seed, pretrain_epochs=factor * recipe.pretrain_epochs,
                        finetune_epochs=factor * recipe.finetune_epochs,
                        patience=factor * recipe.finetune_patience)
     out: dict[str, Any] = {"setting": short["setting"], "short": short, "long": long}

@@ -108,9 +108,11 @@ except (FileNotFoundError, KeyError, RuntimeError) as exc:
     st.stop()
 
 st.subheader(f"Patient {report.patient_id} · sample {report.sample_id} · label {report.label}")
-st.caption(f"{view.MODEL_NAMES.get(model, model)}, task {task}, seed {seed}. Input = visits 0 to "
-           f"{report.anchor_visit_index} (the anchor). Computed in {report.seconds:.2f} s"
-           f"{' (cached)' if report.cached else ''}.")
+window = ("its most recent tokens up to the model's length limit" if model == "bert"
+          else "its 10 most recent visits")
+st.caption(f"{view.MODEL_NAMES.get(model, model)}, task {task}, seed {seed}. History = visits 0 to "
+           f"{report.anchor_visit_index} (the anchor); the model reads {window}. Attributions computed in "
+           f"{report.seconds:.2f} s{' (from cache)' if report.cached else ''}.")
 
 st.markdown("#### Visit timeline")
 st.plotly_chart(view.timeline_figure(report.timeline), key="pt_timeline", width="stretch")
@@ -161,7 +163,8 @@ def attribution_panel(report) -> None:
                "the risk on this scale). Code -> category -> block -> chapter.")
     st.markdown("##### Totals per setting")
     st.plotly_chart(view.totals_figure(report), key="pt_totals", width="stretch")
-    st.download_button("Download the patient report (ZIP: CSVs, JSON, HTML)", attr_lib.report_zip(report),
+    st.download_button("Download the patient report (ZIP: CSVs, JSON, HTML)",
+                       lambda: attr_lib.report_zip(report),
                        file_name=f"patient_{report.patient_id}_sample_{report.sample_id}_{report.model}.zip",
                        mime="application/zip", key="pt_download", on_click="ignore")
 
@@ -194,7 +197,7 @@ def review_panel(report) -> None:
     else:
         st.markdown(f"Earlier reviews of patient {report.patient_id}")
         st.dataframe(earlier, hide_index=True, width="stretch", key="review_table")
-    st.download_button("Export all reviews (CSV)", reviews.export_csv(), file_name="reviews.csv",
+    st.download_button("Export all reviews (CSV)", reviews.export_csv, file_name="reviews.csv",
                        mime="text/csv", key="review_export", on_click="ignore")
 
 

@@ -120,7 +120,16 @@ def test_bert_truncated_history(tiny_store, bert_runs, small_source_cohort) -> N
     if not long:
         pytest.skip("no history in the fixture cohort is longer than max_len")
     a = A.attribute(model, cohort, TASK, long[:1], n_steps=16)[0]
-    assert len(a.table) == max_len and a.table["token"].iloc[-1] == "[SEP]"
+    table = a.table
+    assert len(table) <= max_len and table["token"].iloc[0] == "[CLS]" and table["token"].iloc[-1] == "[SEP]"
+    _, timeline = _input_length(cohort, long[0])
+    kept = sorted(set(table["visit_index"]) - {-1})
+    anchor = int(timeline["visit_index"].max())
+    assert kept[-1] == anchor and kept[0] > 0 and kept == list(range(kept[0], anchor + 1))
+    # Whole visits are kept (the cut falls on a visit boundary whenever the anchor visit fits).
+    codes = table[table["code"] != ""].groupby("visit_index").size()
+    expected = timeline[timeline["seq"].notna()].groupby("visit_index").size()
+    assert (codes.loc[kept[1:]] == expected.loc[kept[1:]]).all()
     assert _completeness_gap(a) < 1e-4 * max(1.0, abs(a.logit)) and np.isfinite(a.delta)
 
 

@@ -30,15 +30,17 @@ instant on a repeat visit. Outputs hold de-identified indices only (``patient_id
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
+import os
 import threading
 import time
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -58,6 +60,11 @@ from hicd_core.hierarchy.icd10 import UNKNOWN, block_titles
 COMPONENTS = ("code", "G0", "G1", "G2", "age", "position", "segment")
 HIERARCHY = ("G0", "G1", "G2")
 DEFAULT_STEPS = 32
+#: Torch intra-op threads while attributing (0 = leave torch's setting). One thread by default: an
+#: IG batch (n_steps x one short sequence, d=64) is small, and on a 2-core machine shared with other
+#: busy processes (a background sweep), two spinning OpenMP threads made one patient x 8 settings
+#: ~8x slower (34 s vs 4 s wall at load average 5-7, benchmarks/bench_attributions.py).
+THREADS_ENV = "HICD_ATTRIBUTION_THREADS"
 
 BERT_BASELINE = ("same sequence; every code token -> [PAD] and every hierarchy id -> null (zero vectors); "
                  "age, position and segment ids -> 0 (a padding slot's values); [CLS] kept whole and "
@@ -262,6 +269,24 @@ def _title(code: str) -> str:
     return describe(code) or block_titles().get(code, "")
 
 
+@contextlib.contextmanager
+def _torch_threads() -> Iterator[None]:
+    """Run the block with ``$HICD_ATTRIBUTION_THREADS`` (default 1) torch threads, then restore."""
+    try:
+        want = int(os.environ.get(THREADS_ENV, "1") or 1)
+    except ValueError:
+        want = 1
+    old = torch.get_num_threads()
+    if want <= 0 or want == old:
+        yield
+        return
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 # ============================================================================ HICD-BERT
 def _bert_baseline(codes: torch.Tensor, ages: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor,
                    levels: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -286,7 +311,7 @@ def bert_lig(net: torch.nn.Module, inputs: tuple[torch.Tensor, ...], pad_mask: t
     modules = net.embedding_modules()
     names = list(modules)
     baselines = _bert_baseline(*inputs)
-    with _LOCK, warnings.catch_warnings():
+    with _LOCK, _torch_threads(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Multiple layers provided")
         net.eval()
         lig = LayerIntegratedGradients(net, [modules[n] for n in names])
@@ -443,7 +468,7 @@ def graph_lig(net: torch.nn.Module, tokens: torch.Tensor, token_mask: torch.Tens
 
     pieces = len(GRAPH_PATH_CUTS) - 1
     steps = max(2, -(-int(n_steps) // pieces))
-    with _LOCK:
+    with _LOCK, _torch_threads():
         net.eval()
         with torch.no_grad():
             emb = net.node_embedding(tokens).float()
