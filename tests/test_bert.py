@@ -212,6 +212,7 @@ def test_forward_shapes_and_pad_mask_argument() -> None:
     assert model.mlm_logits(hidden, torch.tensor([1, 4])).shape == (2, 40)
 
 
+@pytest.mark.filterwarnings("ignore:Multiple layers provided")  # the tables are summed, not chained
 def test_captum_attributes_each_embedding_component() -> None:
     """LayerIntegratedGradients over every embedding table at once, PAD baseline, real pad mask."""
     from captum.attr import LayerIntegratedGradients

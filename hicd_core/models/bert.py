@@ -220,6 +220,9 @@ class HicdBert(nn.Module):
         self.mlm_head = MlmHead(config)
         self.task_head = TaskHead(config)
         self.apply(self._init_weights)
+        with torch.no_grad():  # a level id the source never had (another site) adds nothing, not noise
+            for table in self.embeddings.levels.values():
+                table.weight[LEVEL_UNK].zero_()
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.init_std
