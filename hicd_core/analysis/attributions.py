@@ -63,7 +63,8 @@ DEFAULT_STEPS = 32
 #: Torch intra-op threads while attributing (0 = leave torch's setting). One thread by default: an
 #: IG batch (n_steps x one short sequence, d=64) is small, and on a 2-core machine shared with other
 #: busy processes (a background sweep), two spinning OpenMP threads made one patient x 8 settings
-#: ~8x slower (34 s vs 4 s wall at load average 5-7, benchmarks/bench_attributions.py).
+#: ~8x slower (34 s vs 4 s wall at load average 5-7), while on an idle machine two threads save only
+#: ~20% (0.71 s vs 0.86 s, model loading included; benchmarks/bench_attributions.py).
 THREADS_ENV = "HICD_ATTRIBUTION_THREADS"
 
 BERT_BASELINE = ("same sequence; every code token -> [PAD] and every hierarchy id -> null (zero vectors); "
