@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hicd_core.cohort.schema import TEST, TRAIN, VALIDATION, Cohort
 from hicd_core.hierarchy import LEVELS, code_set_year, setting_key
-from hicd_core.models.bert import PRESETS, HicdBert, TrainPreset, make_config
+from hicd_core.models.bert import PRESETS, UNK, BertConfig, HicdBert, TrainPreset, make_config
 from hicd_core.models.bert_data import (
     BertVocab,
     CohortTokens,
@@ -118,7 +118,7 @@ class BertRun:
     kind: ClassVar[str] = "base"
 
     @property
-    def config(self):  # -> BertConfig
+    def config(self) -> BertConfig:
         return self.model.config
 
     @property
@@ -169,8 +169,6 @@ class BertRun:
         LayerNorm. ``combined=False`` gives the raw code table. Returns ``(meta, matrix)``: ``meta``
         has columns ``code, G0, G1, G2, train_count`` row-aligned with the float32 ``matrix[n, d]``.
         """
-        from hicd_core.models.bert import UNK
-
         first = UNK + 1
         emb = self.model.embeddings
         with torch.no_grad():
@@ -208,7 +206,8 @@ class PretrainResult(BertRun):
 
     @property
     def best_val_loss(self) -> float:
-        return float(self.metrics.get("best_val_loss", math.nan))
+        value = self.metrics.get("best_val_loss")
+        return math.nan if value is None else float(value)
 
 
 @dataclass
@@ -369,7 +368,8 @@ def pretrain_mlm(cohort: Cohort, setting: tuple[int, int, int], *, scheme: str =
         progress(ProgressEvent(stage="pretrain", step=epoch, total=n_epochs, metrics=dict(row),
                                message=f"MLM epoch {epoch}/{n_epochs}: val loss {val_loss:.3f}"))
     model.load_state_dict(best_state)
-    metrics = {"history": history, "best_epoch": best_epoch, "best_val_loss": best_loss,
+    metrics = {"history": history, "best_epoch": best_epoch,
+               "best_val_loss": best_loss if math.isfinite(best_loss) else None,  # None: no epoch run
                "n_train_sequences": len(train_idx), "n_val_sequences": len(val_idx),
                "seconds": time.perf_counter() - started, "setting": setting_key(config.setting)}
     return PretrainResult(model=model, vocab=vocab, preset=preset, seed=seed,
@@ -496,8 +496,6 @@ def _load(path: Path | str, kind: str, expect: dict[str, Any] | None, device: st
     except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path / VOCAB_FILE} is not a valid HICD-BERT vocabulary ({exc})") from exc
     try:
-        from hicd_core.models.bert import BertConfig
-
         bert_config = BertConfig.from_dict(config["bert"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path / 'config.json'} has no valid 'bert' configuration ({exc})") from exc
