@@ -93,6 +93,15 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def atomic_write_parquet(path: Path, frame: Any) -> None:
+    """Write a DataFrame as parquet atomically (caches, results tables)."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 

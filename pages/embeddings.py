@@ -10,14 +10,7 @@ from hicd_core.analysis import app_state, charts
 from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS, tightness_vs_auroc
 from hicd_core.experiments.report import setting_label
 
-ctx = app_state.context()
-st.title("Code embeddings")
-app_state.banner(ctx, data=False)
-if not app_state.require_store(ctx):
-    st.stop()
-app_state.training_note(ctx)
-results = app_state.results(ctx.root_key, ctx.version)
-app_state.show_problem(results)
+ctx, results = app_state.results_page("Code embeddings", data=False)
 task_runs = results[results["kind"] == "task"] if not results.empty else results
 if task_runs.empty:
     st.info("No finished task runs in this store yet; embeddings appear as runs finish.")

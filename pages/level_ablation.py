@@ -9,14 +9,7 @@ import streamlit as st
 from hicd_core.analysis import app_state, charts
 from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, parse_seeds
 
-ctx = app_state.context()
-st.title("Level ablation")
-app_state.banner(ctx, data=False)
-if not app_state.require_store(ctx):
-    st.stop()
-app_state.training_note(ctx)
-results = app_state.results(ctx.root_key, ctx.version)
-app_state.show_problem(results)
+ctx, results = app_state.results_page("Level ablation", data=False)
 names = app_state.evaluations(results)
 
 

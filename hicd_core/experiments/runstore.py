@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from hicd_core.experiments.spec import RunSpec
-from hicd_core.runtime import atomic_write_bytes, atomic_write_json, data_dir
+from hicd_core.runtime import atomic_write_json, atomic_write_parquet, data_dir
 
 RUN_FILE, METRICS_FILE, PREDICTIONS_FILE = "run.json", "metrics.json", "predictions.parquet"
 
@@ -125,9 +125,5 @@ class RunStore:
     def write_results_table(self) -> pd.DataFrame:
         table = self.results_table()
         if not table.empty:
-            import io
-
-            buffer = io.BytesIO()
-            table.to_parquet(buffer, index=False)
-            atomic_write_bytes(self.root / "results.parquet", buffer.getvalue())
+            atomic_write_parquet(self.root / "results.parquet", table)
         return table

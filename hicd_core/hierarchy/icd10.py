@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from hicd_core import CODE_VERSION
-from hicd_core.runtime import atomic_write_bytes, cache_dir
+from hicd_core.runtime import atomic_write_parquet, cache_dir
 
 UNKNOWN = "UNK"
 ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV",
@@ -132,11 +132,7 @@ def tree_frame() -> pd.DataFrame:
     if path.exists():
         return pd.read_parquet(path)
     frame = _build_tree_frame()
-    import io
-
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_parquet(path, frame)
     return frame
 
 
