@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 PAGES = ("pages/overview.py", "pages/icd_tree.py", "pages/level_ablation.py", "pages/embeddings.py",
-         "pages/transfer.py")
+         "pages/transfer.py", "pages/patient.py")
 REPEATS = 3
 TARGET_S = 2.0
 
@@ -52,7 +52,7 @@ def tiny_store() -> Path:
     preset = load_preset("tiny").with_overrides(settings=("000", "001", "011", "111"))
     specs = expected_runs(preset, cohorts, "cpu")
     if not all(store.is_finished(run_id) for run_id in specs):
-        Sweep(store, cohorts, device="cpu").run(specs)
+        Sweep(store, cohorts, device="cpu").run(specs, workers="auto")
     return store.root
 
 

@@ -1,5 +1,12 @@
 """The default bundle: ``sweep --preset default`` from scratch on the synthetic default (target:
-under 15 minutes on 2 CPU cores), with where the time goes (per model, per stage)."""
+under 15 minutes on 2 CPU cores), with where the time goes (per model and kind of run).
+
+``sweep_default_bundle`` uses the CLI's default (``--workers auto``: two 1-thread processes on two
+cores); ``sweep_default_bundle_1worker`` is the same sweep in one 2-thread process, the comparison
+behind the default. Per-model seconds are summed over runs, so with two workers they add up to about
+twice the wall time. ``sweep_bert_8_settings`` / ``sweep_graph_8_settings`` time one model family's
+training alone (8 settings x both tasks, no transfer or embedding analysis).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import time
 from pathlib import Path
 
 
-def _sweep(preset_name: str, **overrides) -> dict:
+def _sweep(preset_name: str, workers: int | str = "auto", embeddings: bool = True, **overrides) -> dict:
     from hicd_core.experiments.runstore import RunStore
     from hicd_core.experiments.spec import load_preset
     from hicd_core.experiments.sweep import Sweep, expected_runs, resolve_cohorts
@@ -19,24 +26,26 @@ def _sweep(preset_name: str, **overrides) -> dict:
     cohorts = resolve_cohorts("synthetic", None, preset.synthetic_patients)
     cohort_s = time.perf_counter() - start
     specs = expected_runs(preset, cohorts)
-    stages: dict[str, float] = {}
-    last = {"t": time.perf_counter(), "stage": "start"}
+    stages: dict[str, float] = {}  # worker-seconds per stage, summed over runs
+    last: dict[str, tuple[float, str]] = {}
 
     def callback(event) -> None:
         now = time.perf_counter()
-        stages[last["stage"]] = stages.get(last["stage"], 0.0) + now - last["t"]
-        last.update(t=now, stage=event.stage)
+        if event.run_id in last:
+            then, stage = last[event.run_id]
+            stages[stage] = stages.get(stage, 0.0) + now - then
+        last[event.run_id] = (now, event.stage)
 
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp))
         sweep_start = time.perf_counter()
-        outcome = Sweep(store, cohorts, callback=callback).run(specs)
+        outcome = Sweep(store, cohorts, callback=callback, embeddings=embeddings).run(specs, workers)
         wall = time.perf_counter() - sweep_start
         table = store.results_table()
         per_model = table.groupby(["model", "kind"])["train_seconds"].sum().round(1)
         runs = {row.run_id: {"auroc": round(row.auroc, 4), "s": row.train_seconds}
                 for row in table.itertuples()}
-    return {"runs": len(specs), "failed": sum(v == "failed" for v in outcome.values()),
+    return {"runs": len(specs), "workers": workers, "failed": sum(v == "failed" for v in outcome.values()),
             "cohort_load_s": round(cohort_s, 1), "sweep_wall_s": round(wall, 1),
             "seconds_by_model_kind": json.dumps({f"{m}/{k}": v for (m, k), v in per_model.items()}),
             "seconds_by_stage": json.dumps({k: round(v, 1) for k, v in stages.items()}),
@@ -45,5 +54,11 @@ def _sweep(preset_name: str, **overrides) -> dict:
 
 BENCHMARKS = {
     "sweep_default_bundle": lambda: _sweep("default"),
+    "sweep_default_bundle_1worker": lambda: _sweep("default", workers=1),
+    # Training only (no transfer, no embedding analysis): all 8 settings of one model family, both
+    # tasks, on the default cohort (issue targets: HICD-BERT 5 min, HICD-Graph 3 min on 2 cores).
+    "sweep_bert_8_settings": lambda: _sweep("default", embeddings=False, models=("bert",), transfer=False),
+    "sweep_graph_8_settings": lambda: _sweep("default", embeddings=False, models=("graph",), transfer=False),
     "sweep_tiny": lambda: _sweep("tiny"),
+    "sweep_tiny_1worker": lambda: _sweep("tiny", workers=1),
 }

@@ -106,3 +106,11 @@ if app_state.require_store(ctx):
                        "tests, Holm-corrected across the settings compared; * marks Holm p < 0.05. The paper "
                        "itself marks uncorrected p < 0.05.")
             app_state.downloads("overview_headline", table, name="headline")
+            cells = app_state.delta_cells(comparison, None, "auroc", corrected=True)
+            heatmap = charts.delta_heatmap_figure(cells, "auroc")
+            st.plotly_chart(heatmap, key="overview_heatmap", width="stretch")
+            st.caption("How to read it: every model and task (rows) against its flat model, for each "
+                       "hierarchy setting (columns): the test AUROC difference (blue = better than flat); "
+                       "* marks Holm-corrected DeLong p < 0.05. The Level ablation page has the other "
+                       "metrics and the raw p-values.")
+            app_state.downloads("overview_heatmap", cells, heatmap, name="delta_auroc_all")

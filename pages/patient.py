@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from hicd_core.analysis import app_state, reviews
 from hicd_core.analysis import attributions as attr_lib
 from hicd_core.analysis import patient_view as view
-from hicd_core.analysis import reviews
 from hicd_core.experiments.report import setting_label
 
 STEP_CHOICES = (16, 32, 64, 128)
@@ -42,6 +42,7 @@ def cached_report(root: str, runs: tuple[tuple[str, str], ...], task: str, sampl
                                     loader=lambda run_id: cached_model(root, run_id))
 
 
+app_state.context()  # the shared sidebar (and its run store) when this page is opened on its own
 st.title("Patient explanations")
 st.caption("One test patient: the visits the model saw, the predicted risk under every trained hierarchy "
            "setting, and which hierarchical tokens drove it (Captum integrated gradients). De-identified "

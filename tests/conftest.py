@@ -76,8 +76,10 @@ TINY_SETTINGS = ("000", "001", "011", "111")
 def tiny_store(small_source_cohort, small_target_cohort, tmp_path_factory: pytest.TempPathFactory):
     """A finished miniature run store: 4 settings x both models x readmission_30d + transfer.
 
-    Built once per session with the ``tiny`` preset (short training) on the small synthetic cohorts;
-    app and report tests read it like any run store copied from a GPU server.
+    Built once per session with the ``tiny`` preset (short training) on the small synthetic cohorts,
+    by two worker processes (the CLI's CPU default; ``test_parallel_sweep_matches_sequential`` checks
+    it against an in-process run). App and report tests read it like any run store copied from a GPU
+    server.
     """
     from hicd_core.experiments.runstore import RunStore
     from hicd_core.experiments.spec import load_preset
@@ -87,7 +89,7 @@ def tiny_store(small_source_cohort, small_target_cohort, tmp_path_factory: pytes
     preset = load_preset("tiny").with_overrides(settings=TINY_SETTINGS)
     cohorts = Cohorts(small_source_cohort, small_target_cohort)
     specs = expected_runs(preset, cohorts, "cpu")
-    outcome = Sweep(store, cohorts, device="cpu").run(specs)
+    outcome = Sweep(store, cohorts, device="cpu").run(specs, workers=2)
     failed = {k: store.failure(k)["error"] for k, v in outcome.items() if v == "failed"}
     assert not failed, failed
     return store

@@ -123,6 +123,34 @@ def test_report_comparisons_against_flat(small_source_cohort, small_target_cohor
     assert set(best["evaluation"]) == {"readmission_30d", "readmission_30d -> icu_readmission"}
 
 
+def test_parallel_sweep_matches_sequential(tiny_store, small_source_cohort, small_target_cohort,
+                                           tmp_path: Path) -> None:
+    """The fixture store was trained by two worker processes; the same runs trained here, one after
+    another with the workers' thread count, give the same test predictions (to float noise: bf16
+    kernels need not reduce in the same order in a fresh process)."""
+    import torch
+
+    from hicd_core.experiments.sweep import cpu_cores
+
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    preset = load_preset("tiny").with_overrides(settings=parse_settings("011"), transfer=False)
+    specs = expected_runs(preset, cohorts, "cpu")
+    assert len(specs) == 2 and all(tiny_store.is_finished(run_id) for run_id in specs)
+    store = RunStore(tmp_path / "sequential")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cpu_cores() // 2))
+    try:
+        outcome = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs, workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(outcome.values()) == {"finished"}
+    for run_id in specs:
+        parallel = pd.read_parquet(tiny_store.run_dir(run_id) / "predictions.parquet")
+        sequential = pd.read_parquet(store.run_dir(run_id) / "predictions.parquet")
+        pd.testing.assert_frame_equal(parallel.drop(columns="prob"), sequential.drop(columns="prob"))
+        assert np.abs(parallel["prob"] - sequential["prob"]).max() < 1e-4, run_id
+
+
 def test_tiny_sweep_end_to_end(tiny_store) -> None:
     """All four fixture settings x both real models x readmission + transfer finished, with the
     test predictions, model directories, embeddings and UMAP a viewer needs."""

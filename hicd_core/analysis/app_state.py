@@ -321,19 +321,25 @@ def curve_table(results: pd.DataFrame, evaluation: str, metric: str,
         ["model", "rank"]).drop(columns="rank").reset_index(drop=True)
 
 
-def delta_cells(comparison: pd.DataFrame, evaluation: str, metric: str, corrected: bool) -> pd.DataFrame:
-    """Heatmap cells: mean difference to flat over seeds and the largest (most cautious) p-value."""
+def delta_cells(comparison: pd.DataFrame, evaluation: str | None, metric: str, corrected: bool
+                ) -> pd.DataFrame:
+    """Heatmap cells: mean difference to flat over seeds and the largest (most cautious) p-value.
+
+    ``evaluation=None`` takes every evaluation, one row per model and evaluation (the overview).
+    """
     columns = ["row", "setting", "delta", "p"]
     if comparison.empty:
         return pd.DataFrame(columns=columns)
-    part = comparison[comparison["evaluation"] == evaluation]
+    part = comparison if evaluation is None else comparison[comparison["evaluation"] == evaluation]
     p_column = f"p_{metric}_holm" if corrected else f"p_{metric}"
     if part.empty or f"delta_{metric}" not in part:
         return pd.DataFrame(columns=columns)
-    grouped = part.groupby(["model", "setting"], as_index=False).agg(
+    grouped = part.groupby(["model", "evaluation", "setting"], as_index=False).agg(
         delta=(f"delta_{metric}", "mean"), p=(p_column, "max"), seeds=("seed", "nunique"))
-    grouped["row"] = [model_name(m) + (f" ({n} seeds)" if n > 1 else "") for m, n in
-                      zip(grouped["model"], grouped["seeds"], strict=True)]
+    grouped["row"] = [model_name(m) + (f" · {e}" if evaluation is None else "")
+                      + (f" ({n} seeds)" if n > 1 else "")
+                      for m, e, n in zip(grouped["model"], grouped["evaluation"], grouped["seeds"],
+                                         strict=True)]
     return grouped[columns]
 
 
@@ -886,6 +892,38 @@ def entry_sidebar() -> AppContext:
     return ctx
 
 
+#: ``st.set_page_config`` of every run. An explicit emoji favicon also keeps Streamlit from using a
+#: page's Material icon as the favicon, which the browser would fetch from Google's font servers.
+PAGE_CONFIG = {"page_title": "HICD Explorer", "page_icon": ":deciduous_tree:", "layout": "wide"}
+
+
+def navigation_pages() -> dict[str, list]:
+    """The app's pages in their navigation sections (used by app.py; paths relative to it)."""
+    return {
+        "Data": [
+            st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+            st.Page("pages/icd_tree.py", title="ICD-10-CM tree", icon=":material/account_tree:"),
+        ],
+        "Models": [
+            st.Page("pages/level_ablation.py", title="Level ablation", icon=":material/stacked_line_chart:"),
+            st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+            st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
+        ],
+        "Patients": [st.Page("pages/patient.py", title="Patient", icon=":material/person:")],
+    }
+
+
+def _legacy_pages_mode() -> bool:
+    """Whether Streamlit still serves pages/ as a legacy page folder (until st.navigation has run in
+    some session). Reads a Streamlit internal; if it moves, the only loss is the deep-link fix."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        return bool(PagesManager.uses_pages_directory)
+    except (ImportError, AttributeError):
+        return False
+
+
 def context() -> AppContext:
     """The selection for the current run; call it once, at the top of a page.
 
@@ -894,6 +932,14 @@ def context() -> AppContext:
     so the selection, the widgets and their state are the same either way.
     """
     entry_run = st.session_state.get(ENTRY_RUN_KEY)
+    if entry_run is None and _legacy_pages_mode():
+        # A deep link (e.g. /patient) opened before any session ran app.py: Streamlit still treats
+        # pages/ as a legacy page folder and ran this page without the entry point (file-name
+        # navigation, no wide layout). Registering the app's navigation switches every session to
+        # it; the rerun then goes through app.py and keeps the requested page.
+        st.set_page_config(**PAGE_CONFIG)  # before navigation: else the page's icon becomes the favicon,
+        st.navigation(navigation_pages())  # fetched from fonts.gstatic.com (a request off this machine)
+        st.rerun()
     fresh = entry_run is not None and entry_run != st.session_state.get(SEEN_RUN_KEY)
     if fresh and CONTEXT_KEY in st.session_state:
         st.session_state[SEEN_RUN_KEY] = entry_run

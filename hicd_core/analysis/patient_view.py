@@ -55,7 +55,7 @@ def resolve_store(root: Path | str | None = None) -> RunStore:
     path = Path(root) if root is not None else store_root()
     store = RunStore(path)
     if not (path / "store.json").is_file():
-        raise StoreError(f"No run store at {path}. Train models first (Settings page or "
+        raise StoreError(f"No run store at {path}. Train models first (Level ablation page or "
                            f"`python -m hicd_core sweep`), or point {STORE_ENV} at a store.")
     if task_runs(store).empty:
         raise StoreError(f"The run store at {path} has no finished task runs yet.")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from hicd_core.cli import COMMANDS, EXTENSIONS, CliError
 from hicd_core.experiments.spec import (
@@ -25,37 +26,56 @@ def _store(args: argparse.Namespace):
 
 
 class _Bars:
-    """Two tqdm bars (overall with ETA, current run) fed by SweepEvents."""
+    """tqdm bars fed by SweepEvents: the sweep overall (with ETA) and one per run in progress (several
+    when worker processes run in parallel)."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm
         self.overall = None
-        self.run = None
-        self.current = None
+        self.runs: dict[str, Any] = {}
+        self.slots: dict[str, int] = {}
+
+    def _bar(self, run_id: str) -> Any:
+        if run_id not in self.runs:
+            used = {self.slots[other] for other in self.runs}
+            position = next(p for p in range(1, len(self.runs) + 2) if p not in used)
+            self.slots[run_id] = position
+            self.runs[run_id] = self.tqdm(total=100, desc=run_id[:60], position=position, leave=False,
+                                          bar_format="{l_bar}{bar}| {postfix}")
+        return self.runs[run_id]
 
     def __call__(self, event) -> None:
         if self.overall is None:
             self.overall = self.tqdm(total=event.n_runs, desc="sweep", unit="run", position=0,
                                      bar_format="{l_bar}{bar}| {n:.2f}/{total} runs [{elapsed}<{remaining}]")
-        if event.run_id != self.current:
-            if self.run is not None:
-                self.run.close()
-            self.current = event.run_id
-            self.run = self.tqdm(total=100, desc=event.run_id[:60], position=1, leave=False,
-                                 bar_format="{l_bar}{bar}| {postfix}")
-        self.run.n = round(event.run_fraction * 100)
-        self.run.set_postfix_str(f"{event.stage} {event.message}"[:60])
+        if event.stage in ("done", "failed"):
+            bar = self.runs.pop(event.run_id, None)
+            self.slots.pop(event.run_id, None)
+            if bar is not None:
+                bar.close()
+        else:
+            bar = self._bar(event.run_id)
+            bar.n = round(event.run_fraction * 100)
+            bar.set_postfix_str(f"{event.stage} {event.message}"[:60])
         self.overall.n = round(event.overall_fraction * event.n_runs, 2)
         self.overall.refresh()
         if event.stage == "failed":
             self.tqdm.write(f"FAILED {event.run_id}: {event.message}", file=sys.stderr)
 
     def close(self) -> None:
-        for bar in (self.run, self.overall):
+        for bar in [*self.runs.values(), self.overall]:
             if bar is not None:
                 bar.close()
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be 'auto' or a positive integer, got {value!r}")
+    return int(value)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -89,7 +109,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     callbacks = [cb for cb in (bars, status) if cb is not None]
     try:
         outcome = Sweep(store, cohorts, device=args.device,
-                        callback=lambda event: [cb(event) for cb in callbacks]).run(specs)
+                        callback=lambda event: [cb(event) for cb in callbacks]).run(specs, args.workers)
     except BaseException as exc:
         if status is not None:
             status.close("failed", f"{type(exc).__name__}: {exc}")
@@ -154,6 +174,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seeds", help="comma list of integers, e.g. 0,1,2")
     sweep.add_argument("--no-transfer", action="store_true", help="skip the transfer probes")
     sweep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sweep.add_argument("--workers", type=_workers, default="auto",
+                       help="processes running groups of runs in parallel: auto (CPU: one per core, at "
+                            "most 4; CUDA: 1) or a number; the cores are shared out between them")
     sweep.add_argument("--store", help=store_help)
     sweep.add_argument("--store-name", default="default")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -7,15 +7,26 @@
 * One failed run is recorded under ``failed/`` and the sweep carries on with the others.
 * Task-independent pretraining (HICD-BERT MLM, HICD-Graph GCN) is done once per (model, setting,
   seed) and shared by the tasks; the HICD-BERT encoder is also persisted under ``shared/``.
+* On CPU the runs are spread over worker processes (``workers``), one group of runs sharing a
+  pretraining per task. The small CPU presets are overhead-bound: two 1-thread processes on two
+  cores do ~1.3x the work per CPU-second of one 2-thread process, and twice the work per second
+  (benchmarks/bench_sweep.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import os
+import queue
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +63,32 @@ SweepCallback = Callable[[SweepEvent], None]
 class Cohorts:
     source: Cohort
     target: Cohort | None
+
+    def reloadable(self) -> bool:
+        """Both cohorts came from a folder, so a worker process can load them again (from cache)."""
+        return all(c.meta.get("source_path") for c in (self.source, self.target) if c is not None)
+
+    def descriptor(self) -> dict[str, Any]:
+        """What a worker process needs to load the same cohorts (checked by fingerprint)."""
+        def one(cohort: Cohort | None) -> dict | None:
+            if cohort is None:
+                return None
+            return {"site": cohort.site, "path": cohort.meta["source_path"],
+                    "fingerprint": cohort.fingerprint,
+                    "split_seed": int(cohort.meta.get("params", {}).get("split_seed", 0))}
+        return {"source": one(self.source), "target": one(self.target)}
+
+    @classmethod
+    def from_descriptor(cls, descriptor: dict[str, Any]) -> Cohorts:
+        def one(entry: dict | None) -> Cohort | None:
+            if entry is None:
+                return None
+            cohort = load_cohort(entry["site"], entry["path"], split_seed=entry["split_seed"])
+            if cohort.fingerprint != entry["fingerprint"]:
+                raise RuntimeError(f"{entry['path']} changed while the sweep ran (fingerprint "
+                                   f"{cohort.fingerprint} != {entry['fingerprint']})")
+            return cohort
+        return cls(one(descriptor["source"]), one(descriptor["target"]))
 
 
 def synthetic_default_dir(patients: int | None = None, seed: int = 0) -> Path:
@@ -113,6 +150,97 @@ def _embedding_outputs(family: Any, trained: Any, folder: Path, seed: int) -> di
     return summary
 
 
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: Most worker processes ``workers="auto"`` starts: each holds its own copy of the cohorts (1.7 GB
+#: for a full-MIMIC-IV cohort), so more would trade memory for little.
+MAX_AUTO_WORKERS = 4
+
+
+def resolve_workers(workers: int | str, device: str, n_groups: int) -> int:
+    """``auto``: one process on CUDA (the GPU is the shared resource); on CPU one per core, at most
+    :data:`MAX_AUTO_WORKERS` and at most one per group of runs."""
+    if workers == "auto":
+        if pick_device(device).type == "cuda":
+            return 1
+        workers = min(cpu_cores(), MAX_AUTO_WORKERS)
+    count = int(workers)
+    if count < 1:
+        raise ValueError(f"workers must be at least 1, got {workers!r}")
+    return max(1, min(count, n_groups))
+
+
+def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]]]:
+    """Runs that share a pretraining, in order (task runs before the transfer probes that read
+    them), the costliest groups first so parallel workers finish together."""
+    groups: dict[tuple, list[tuple[str, RunSpec]]] = {}
+    for run_id, spec in todo:
+        groups.setdefault(spec.shared_key, []).append((run_id, spec))
+    ordered = [sorted(group, key=lambda item: item[1].kind == "transfer") for group in groups.values()]
+    # HICD-BERT groups cost ~3x HICD-Graph ones on CPU (bench_bert / bench_graph).
+    return sorted(ordered, key=lambda g: (g[0][1].model == "bert", len(g)), reverse=True)
+
+
+_WORKER: dict[str, Any] = {}
+
+#: Thread-pool sizes a worker process reads at start-up (OpenMP for torch and PyG, BLAS for numpy and
+#: scikit-learn, numba for UMAP). Left at their defaults, two processes each spin two threads on two
+#: cores and every run was measured ~3x slower than in one process.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _child_thread_env(threads: int) -> Iterator[None]:
+    """Set :data:`THREAD_ENV` while worker processes are spawned (they inherit the environment)."""
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update(dict.fromkeys(THREAD_ENV, str(threads)))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the sweep process dies (a killed sweep must
+    not leave workers writing into the store behind a resumed one)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _worker_init(store_root: str, descriptor: dict, device: str, embeddings: bool, threads: int,
+                 events: Any) -> None:
+    """Start of a worker process: its thread count, its own cohorts and a Sweep over the store."""
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+    cohorts = Cohorts.from_descriptor(descriptor)
+    _WORKER["sweep"] = Sweep(RunStore(Path(store_root)), cohorts, device=device, callback=events.put,
+                             embeddings=embeddings)
+
+
+def _worker_run(group: list[tuple[str, RunSpec]]) -> dict[str, str]:
+    sweep: Sweep = _WORKER["sweep"]
+    sweep._prepared.clear()  # one group's pretraining is never needed by the next group
+    sweep._trained.clear()
+    return sweep._run_todo(group, write_table=False)
+
+
 class Sweep:
     """Runs a list of specs against cohorts into a store, reusing pretraining across tasks."""
 
@@ -140,8 +268,6 @@ class Sweep:
 
     def _source_model(self, spec: RunSpec) -> Any:
         """The trained source-task model a transfer run probes (memory, else the store)."""
-        from dataclasses import replace
-
         source_spec = replace(spec, kind="task", target_task=None, encoder="finetuned")
         run_id = source_spec.run_id(self.cohorts.source.fingerprint)
         if spec.encoder == "mlm":
@@ -200,8 +326,12 @@ class Sweep:
             (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, default=str))
 
     # ------------------------------------------------------------------ the sweep
-    def run(self, specs: dict[str, RunSpec]) -> dict[str, str]:
-        """Run every unfinished spec; returns run_id -> 'finished' | 'skipped' | 'failed'."""
+    def run(self, specs: dict[str, RunSpec], workers: int | str = 1) -> dict[str, str]:
+        """Run every unfinished spec; returns run_id -> 'finished' | 'skipped' | 'failed'.
+
+        ``workers`` > 1 (or ``auto``) spreads groups of runs over that many processes, each with an
+        equal share of the cores; cohorts that did not come from a folder run in this process.
+        """
         source, target = self.cohorts.source, self.cohorts.target
         info = {"source": source.label, "source_fingerprint": source.fingerprint,
                 "synthetic": source.synthetic,
@@ -217,6 +347,17 @@ class Sweep:
         self.store.write_store_info(info)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
+        groups = run_groups(todo)
+        count = resolve_workers(workers, self.device, len(groups)) if self.cohorts.reloadable() else 1
+        if count > 1:
+            outcome.update(self._run_parallel(todo, groups, count))
+        else:
+            outcome.update(self._run_todo(todo))
+        return outcome
+
+    def _run_todo(self, todo: list[tuple[str, RunSpec]], write_table: bool = True) -> dict[str, str]:
+        """Run ``todo`` one after another in this process."""
+        outcome: dict[str, str] = {}
         sweep_start = time.perf_counter()
         for index, (run_id, spec) in enumerate(todo):
             def progress(event: ProgressEvent, index: int = index, run_id: str = run_id) -> None:
@@ -238,7 +379,69 @@ class Sweep:
                                          None, detail))
                 continue
             self.store.clear_failure(run_id)
-            self.store.write_results_table()
+            if write_table:
+                self.store.write_results_table()
             outcome[run_id] = "finished"
             self.callback(SweepEvent(run_id, index, len(todo), "done", 1.0, (index + 1) / len(todo), None))
+        return outcome
+
+    def _run_parallel(self, todo: list[tuple[str, RunSpec]], groups: list[list[tuple[str, RunSpec]]],
+                      workers: int) -> dict[str, str]:
+        """Groups of runs on ``workers`` processes (spawned: no forked torch state). Their events come
+        back through a queue and are re-expressed against the whole sweep; this process alone writes
+        the results table."""
+        index_of = {run_id: index for index, (run_id, _) in enumerate(todo)}
+        fraction = dict.fromkeys(index_of, 0.0)
+        context = multiprocessing.get_context("spawn")
+        events = context.Queue()
+        sweep_start = time.perf_counter()
+        outcome: dict[str, str] = {}
+
+        def relay(event: SweepEvent) -> None:
+            fraction[event.run_id] = 1.0 if event.stage in ("done", "failed") else event.run_fraction
+            overall = sum(fraction.values()) / len(todo)
+            elapsed = time.perf_counter() - sweep_start
+            eta = elapsed / overall * (1 - overall) if overall > 0.02 else None
+            if event.stage == "done":
+                self.store.write_results_table()
+            self.callback(replace(event, run_index=index_of[event.run_id], n_runs=len(todo),
+                                  overall_fraction=overall, eta_seconds=eta))
+
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set() or not events.empty():
+                try:
+                    relay(events.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+
+        drainer = threading.Thread(target=drain, name="sweep-events", daemon=True)
+        drainer.start()
+        threads = max(1, cpu_cores() // workers) if pick_device(self.device).type == "cpu" else 1
+        try:
+            with _child_thread_env(threads), ProcessPoolExecutor(
+                    max_workers=workers, mp_context=context, initializer=_worker_init,
+                    initargs=(str(self.store.root), self.cohorts.descriptor(), self.device, self.embeddings,
+                              threads, events)) as pool:
+                futures: dict[Future, list[tuple[str, RunSpec]]] = {
+                    pool.submit(_worker_run, group): group for group in groups}
+                pending = set(futures)
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        try:
+                            outcome.update(future.result())
+                        except Exception as exc:  # the worker died (killed, out of memory): its runs failed
+                            detail = f"worker process failed: {type(exc).__name__}: {exc}"
+                            for run_id, spec in futures[future]:
+                                if run_id not in outcome and not self.store.is_finished(run_id):
+                                    self.store.mark_failed(run_id, spec, detail)
+                                    outcome[run_id] = "failed"
+                                    events.put(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None,
+                                                          detail))
+        finally:
+            stop.set()
+            drainer.join()
+        self.store.write_results_table()
         return outcome
