@@ -1,0 +1,114 @@
+"""Page render times in a real browser: the served app, Debian Chromium driven by Playwright.
+
+``bench_app`` times the page scripts (AppTest); this adds what a user waits for: websocket round
+trips, element rendering and plotly drawing. Two figures per page:
+
+* ``load``: a fresh browser tab opening the page's URL (static bundle, websocket, a new session's
+  first script run, drawing), median of ``REPEATS`` after the first, which is ``load_first``
+  (the server's caches are cold: cohort, models, tree);
+* ``switch``: clicking the page in the sidebar of an open app (what a user does between pages):
+  until the page's text is shown, the script run is over and its first chart is drawn; median of
+  ``REPEATS`` rounds through all pages (the first round is ``switch_first``).
+
+The store is ``$HICD_STORE`` when set, else the default bundle under ``$HICD_DATA_DIR`` (train it
+first with ``python -m hicd_core sweep --preset default``). Needs ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+#: url path -> (navigation title, text that shows the page's content has arrived)
+PAGES = {"": ("Overview", "Headline: best setting against the flat model"),
+         "icd_tree": ("ICD-10-CM tree", "Search by code or words"),
+         "level_ablation": ("Level ablation", "Difference to the flat model"),
+         "embeddings": ("Embeddings", "Tightness vs AUROC"),
+         "transfer": ("Transfer", "Code coverage behind the transfer"),
+         "patient": ("Patient", "Clinician review")}
+REPEATS = 3
+
+
+def _serve() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HICD_NO_AUTOTRAIN": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                               "--server.port", str(port), "--server.headless", "true"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("streamlit did not start")
+
+
+def _ready(page: Any, text: str, start: float) -> float:
+    """Seconds since ``start`` until ``text`` is visible, the run is over and a chart is drawn."""
+    page.get_by_text(text).first.wait_for(state="visible", timeout=300_000)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
+    page.locator(".js-plotly-plot .main-svg").first.wait_for(state="visible", timeout=300_000)
+    return time.perf_counter() - start
+
+
+def _load(browser: Any, url: str, text: str) -> float:
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    start = time.perf_counter()
+    page.goto(url)
+    seconds = _ready(page, text, start)
+    page.close()
+    return seconds
+
+
+def browser_pages(repeats: int = REPEATS) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    server, url = _serve()
+    figures: dict[str, Any] = {"store": os.environ.get("HICD_STORE", "default bundle"), "repeats": repeats}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])
+            for path, (_, text) in PAGES.items():
+                name = path or "overview"
+                figures[f"{name}_load_first_s"] = round(_load(browser, f"{url}/{path}", text), 2)
+                figures[f"{name}_load_s"] = round(statistics.median(
+                    _load(browser, f"{url}/{path}", text) for _ in range(repeats)), 2)
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(url)
+            _ready(page, PAGES[""][1], time.perf_counter())
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            rounds: dict[str, list[float]] = {path: [] for path in PAGES}
+            order = [*list(PAGES)[1:], ""]
+            for _ in range(repeats + 1):
+                for path in order:
+                    title, text = PAGES[path]
+                    start = time.perf_counter()
+                    nav.get_by_text(title, exact=True).click()
+                    rounds[path].append(_ready(page, text, start))
+            for path, seconds in rounds.items():
+                name = path or "overview"
+                figures[f"{name}_switch_first_s"] = round(seconds[0], 2)
+                figures[f"{name}_switch_s"] = round(statistics.median(seconds[1:]), 2)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return figures
+
+
+BENCHMARKS = {"browser_pages": browser_pages}
