@@ -175,6 +175,11 @@ def test_status_view_and_eta() -> None:
     view = app_state.training_view(status, running=True)
     assert view["overall"] == 0.25 and view["eta"] == "about 10 min" and view["finished"] == 2
     assert view["failed"] == 1 and view["stage"] == "finetune"
+    assert view["active"] == [("bert-000", "finetune", 0.5)]  # an older status file: the last event
+    parallel = {**status, "active": {"bert-000": {"stage": "pretrain", "fraction": 0.2},
+                                     "graph-011": {"stage": "gcn", "fraction": 0.7}}}
+    assert app_state.training_view(parallel, running=True)["active"] == [
+        ("bert-000", "pretrain", 0.2), ("graph-011", "gcn", 0.7)]
     assert app_state.training_view(status, running=False)["state"] == "stopped"
     assert app_state.training_view({"state": "idle"}, running=False)["state"] == "idle"
     assert app_state.format_eta(None) == "estimating" and app_state.format_eta(30) == "about 30 s"

@@ -237,3 +237,19 @@ def test_cli_report(tiny_store) -> None:
     assert "SYNTHETIC" in text.stdout and "Holm" in text.stdout
     empty = _cli("report", "--store", "/nonexistent/store")
     assert empty.returncode != 0 and "no finished runs" in empty.stderr
+
+
+def test_status_file_tracks_parallel_runs(tmp_path: Path) -> None:
+    """With worker processes several runs are in progress; the status file lists each until done."""
+    from hicd_core.experiments.background import StatusWriter, read_status
+    from hicd_core.experiments.sweep import SweepEvent
+
+    writer = StatusWriter(tmp_path / "status.json", min_interval=0.0)
+    writer(SweepEvent("bert-000", 0, 4, "pretrain", 0.3, 0.1, None))
+    writer(SweepEvent("graph-000", 1, 4, "gcn", 0.5, 0.2, None))
+    status = read_status(tmp_path)
+    assert set(status["active"]) == {"bert-000", "graph-000"}
+    writer(SweepEvent("bert-000", 0, 4, "done", 1.0, 0.4, None))
+    status = read_status(tmp_path)
+    assert list(status["active"]) == ["graph-000"] and status["finished"] == ["bert-000"]
+    assert status["active"]["graph-000"] == {"stage": "gcn", "fraction": 0.5}

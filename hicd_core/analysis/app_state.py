@@ -230,6 +230,11 @@ def training_view(status: dict, running: bool) -> dict[str, Any]:
         "finished": len(status.get("finished", [])),
         "failed": len(status.get("failed", [])),
         "message": str(status.get("message", "")),
+        # Runs in progress: one per worker process (older status files name only the last event's).
+        "active": [(str(run_id), str(info.get("stage", "")), float(info.get("fraction", 0.0)))
+                   for run_id, info in (status.get("active") or {}).items()]
+        or ([(str(event["run_id"]), str(event.get("stage", "")), float(event.get("run_fraction", 0.0)))]
+            if event.get("run_id") else []),
     }
 
 
@@ -777,9 +782,11 @@ def _status_panel(root: str, version: str) -> None:
     view = training_view(status, running)
     if view["state"] == "running":
         if view["n_runs"]:
+            done = view["finished"] + view["failed"]
             st.progress(min(view["overall"], 1.0),
-                        text=f"Overall: run {view['run_index'] + 1} of {view['n_runs']}, ETA {view['eta']}")
-            st.progress(min(view["run"], 1.0), text=f"{view['run_id'][:48]}: {view['stage']}")
+                        text=f"Overall: {done} of {view['n_runs']} runs done, ETA {view['eta']}")
+            for run_id, stage, fraction in view["active"]:
+                st.progress(min(fraction, 1.0), text=f"{run_id[:48]}: {stage}")
         else:
             st.progress(0.0, text="Preparing the cohorts ...")
         st.caption(f"finished {view['finished']}, failed {view['failed']} in this sweep")

@@ -30,19 +30,24 @@ class StatusWriter:
         self.started = time.time()
         self.finished: list[str] = []
         self.failed: list[str] = []
+        self.active: dict[str, dict] = {}  # runs in progress (several with parallel workers)
 
     def __call__(self, event) -> None:
         if event.stage == "done":
             self.finished.append(event.run_id)
         elif event.stage == "failed":
             self.failed.append(event.run_id)
+        if event.stage in ("done", "failed"):
+            self.active.pop(event.run_id, None)
+        else:
+            self.active[event.run_id] = {"stage": event.stage, "fraction": event.run_fraction}
         now = time.time()
         if event.stage not in ("done", "failed", "start") and now - self._last < self.min_interval:
             return
         self._last = now
         atomic_write_json(self.path, {"state": "running", "pid": os.getpid(), "started": self.started,
                                       "updated": now, "event": asdict(event), "finished": self.finished,
-                                      "failed": self.failed})
+                                      "failed": self.failed, "active": self.active})
 
     def close(self, state: str, message: str = "") -> None:
         atomic_write_json(self.path, {"state": state, "pid": os.getpid(), "started": self.started,
