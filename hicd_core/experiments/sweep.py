@@ -163,9 +163,9 @@ def cpu_cores() -> int:
 MAX_AUTO_WORKERS = 4
 
 
-def resolve_workers(workers: int | str, device: str, n_groups: int) -> int:
+def resolve_workers(workers: int | str, device: str) -> int:
     """``auto``: one process on CUDA (the GPU is the shared resource); on CPU one per core, at most
-    :data:`MAX_AUTO_WORKERS` and at most one per group of runs."""
+    :data:`MAX_AUTO_WORKERS`."""
     if workers == "auto":
         if pick_device(device).type == "cuda":
             return 1
@@ -173,7 +173,7 @@ def resolve_workers(workers: int | str, device: str, n_groups: int) -> int:
     count = int(workers)
     if count < 1:
         raise ValueError(f"workers must be at least 1, got {workers!r}")
-    return max(1, min(count, n_groups))
+    return count
 
 
 def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]]]:
@@ -347,10 +347,11 @@ class Sweep:
         self.store.write_store_info(info)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
-        groups = run_groups(todo)
-        count = resolve_workers(workers, self.device, len(groups)) if self.cohorts.reloadable() else 1
-        if count > 1:
-            outcome.update(self._run_parallel(todo, groups, count))
+        count = resolve_workers(workers, self.device) if self.cohorts.reloadable() else 1
+        if count > 1 and todo:
+            # Even when fewer groups than workers are left, they run in workers with the same thread
+            # count: float results depend on it, and a resumed sweep must match an uninterrupted one.
+            outcome.update(self._run_parallel(todo, run_groups(todo), count))
         else:
             outcome.update(self._run_todo(todo))
         return outcome
@@ -387,9 +388,9 @@ class Sweep:
 
     def _run_parallel(self, todo: list[tuple[str, RunSpec]], groups: list[list[tuple[str, RunSpec]]],
                       workers: int) -> dict[str, str]:
-        """Groups of runs on ``workers`` processes (spawned: no forked torch state). Their events come
-        back through a queue and are re-expressed against the whole sweep; this process alone writes
-        the results table."""
+        """Groups of runs on up to ``workers`` processes (spawned: no forked torch state), each with
+        cores // ``workers`` threads. Their events come back through a queue and are re-expressed
+        against the whole sweep; this process alone writes the results table."""
         index_of = {run_id: index for index, (run_id, _) in enumerate(todo)}
         fraction = dict.fromkeys(index_of, 0.0)
         context = multiprocessing.get_context("spawn")
@@ -421,7 +422,7 @@ class Sweep:
         threads = max(1, cpu_cores() // workers) if pick_device(self.device).type == "cpu" else 1
         try:
             with _child_thread_env(threads), ProcessPoolExecutor(
-                    max_workers=workers, mp_context=context, initializer=_worker_init,
+                    max_workers=min(workers, len(groups)), mp_context=context, initializer=_worker_init,
                     initargs=(str(self.store.root), self.cohorts.descriptor(), self.device, self.embeddings,
                               threads, events)) as pool:
                 futures: dict[Future, list[tuple[str, RunSpec]]] = {
