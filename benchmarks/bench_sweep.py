@@ -11,7 +11,10 @@ Measured 2026-11-27 on the 2-core development machine (idle; default synthetic c
 6,000 target patients):
 
 * ``python -m hicd_core sweep --preset default`` (48 runs, workers auto = 2): 9 min 03 s wall,
-  1,009 user CPU-s, largest process 4.2 GB RSS (``/usr/bin/time -v``).
+  1,009 user CPU-s, largest process 4.2 GB RSS (``/usr/bin/time -v``). ``sweep_default_bundle_1worker``
+  (one 2-thread process): 813 s, so the workers give 1.50x. Its worker-seconds by stage: BERT
+  pretrain 150, fine-tune 193, first epochs ("start") 83, embeddings + UMAP 128, Graph transformer
+  152, GCN 38, transfer 56, evaluate 14.
 * ``sweep_bert_8_settings``: 281 s wall, 554 worker-s (16 runs); ``sweep_graph_8_settings``: 110 s
   wall, 206 worker-s.
 * ``sweep_tiny``: 51 s with two workers vs 80 s in one process (``sweep_tiny_1worker``): 1.57x.
