@@ -253,3 +253,34 @@ def test_status_file_tracks_parallel_runs(tmp_path: Path) -> None:
     status = read_status(tmp_path)
     assert list(status["active"]) == ["graph-000"] and status["finished"] == ["bert-000"]
     assert status["active"]["graph-000"] == {"stage": "gcn", "fraction": 0.5}
+
+
+def test_parallel_sweep_survives_a_killed_worker(small_source_cohort, small_target_cohort,
+                                                 tmp_path: Path) -> None:
+    """A worker killed mid-run breaks the process pool; the sweep retries the groups it took down
+    (one process each) instead of failing every run that was still queued."""
+    import multiprocessing
+    import threading
+
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    preset = load_preset("tiny").with_overrides(models=("graph",), settings=parse_settings("000,001"),
+                                                transfer=False)
+    specs = expected_runs(preset, cohorts, "cpu")
+    store = RunStore(tmp_path / "store")
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        Sweep(store, cohorts, device="cpu", embeddings=False).run(specs, workers=2)))
+    thread.start()
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and thread.is_alive() and not killed:
+        workers = multiprocessing.active_children()
+        started = (store.root / "runs").is_dir() and any((store.root / "runs").iterdir())
+        if len(workers) == 2 and started:
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    assert killed, "no worker to kill: the sweep finished before both workers started"
+    assert set(result.values()) == {"finished"}, result
+    assert len(store.results_table()) == len(specs)

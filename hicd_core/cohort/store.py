@@ -35,7 +35,8 @@ def save_cohort(cohort: Cohort, folder: Path) -> Path:
         cohort.diagnoses.to_parquet(tmp / "diagnoses.parquet", index=False)
         for task, frame in cohort.tasks.items():
             frame.to_parquet(tmp / f"task_{task}.parquet", index=False)
-        meta = {**cohort.meta, "tasks": sorted(cohort.tasks), "fingerprint": cohort.fingerprint}
+        meta = {**{k: v for k, v in cohort.meta.items() if k != "cache_folder"},
+                "tasks": sorted(cohort.tasks), "fingerprint": cohort.fingerprint}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return Path(folder)
 
@@ -59,7 +60,9 @@ def load_cohort(source: str, path: Path | str, *, split_seed: int = 0, use_cache
 
     The parsed cohort is cached as parquet under ``$HICD_DATA_DIR/cache/cohorts`` keyed by the
     source files' content hash, the parameters and the code version, so a second load is fast and a
-    changed file is never served stale.
+    changed file is never served stale. ``meta["cache_folder"]`` (in memory only) names that cache,
+    so another process can read the same cohort with :func:`read_cohort` without hashing the source
+    files again.
     """
     if source not in SOURCES:
         raise CohortInputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -71,10 +74,13 @@ def load_cohort(source: str, path: Path | str, *, split_seed: int = 0, use_cache
         key = stable_hash(source, file_digest(files), params, CODE_VERSION)
         cached = cache_dir() / "cohorts" / key
         if (cached / "meta.json").is_file():
-            return read_cohort(cached)
+            cohort = read_cohort(cached)
+            cohort.meta["cache_folder"] = str(cached)
+            return cohort
     visits, diagnoses, patients, problems, digest = READERS[source](path)
     meta = {"source_path": str(path), "synthetic": marker is not None, "synthetic_params": marker}
     cohort = assemble_cohort(source, visits, diagnoses, patients, problems, digest, params, meta)
     if use_cache and path.is_dir():
         save_cohort(cohort, cached)
+        cohort.meta["cache_folder"] = str(cached)
     return cohort

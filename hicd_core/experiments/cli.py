@@ -35,13 +35,11 @@ class _Bars:
         self.tqdm = tqdm
         self.overall = None
         self.runs: dict[str, Any] = {}
-        self.slots: dict[str, int] = {}
 
     def _bar(self, run_id: str) -> Any:
         if run_id not in self.runs:
-            used = {self.slots[other] for other in self.runs}
+            used = {abs(bar.pos) for bar in self.runs.values()}  # tqdm keeps a fixed position as -pos
             position = next(p for p in range(1, len(self.runs) + 2) if p not in used)
-            self.slots[run_id] = position
             self.runs[run_id] = self.tqdm(total=100, desc=run_id[:60], position=position, leave=False,
                                           bar_format="{l_bar}{bar}| {postfix}")
         return self.runs[run_id]
@@ -52,7 +50,6 @@ class _Bars:
                                      bar_format="{l_bar}{bar}| {n:.2f}/{total} runs [{elapsed}<{remaining}]")
         if event.stage in ("done", "failed"):
             bar = self.runs.pop(event.run_id, None)
-            self.slots.pop(event.run_id, None)
             if bar is not None:
                 bar.close()
         else:

@@ -8,9 +8,9 @@
 * Task-independent pretraining (HICD-BERT MLM, HICD-Graph GCN) is done once per (model, setting,
   seed) and shared by the tasks; the HICD-BERT encoder is also persisted under ``shared/``.
 * On CPU the runs are spread over worker processes (``workers``), one group of runs sharing a
-  pretraining per task. The small CPU presets are overhead-bound: two 1-thread processes on two
-  cores do ~1.3x the work per CPU-second of one 2-thread process, and twice the work per second
-  (benchmarks/bench_sweep.py).
+  pretraining per task. The small CPU presets are overhead-bound: one HICD-BERT setting costs 64
+  CPU-s on 1 thread against 81 on 2 (benchmarks/bench_bert.py), and on two cores two 1-thread
+  workers finish the default bundle 1.50x sooner than one 2-thread process (bench_sweep.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import multiprocessing
 import os
 import queue
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hicd_core.cohort import TEST, VALIDATION, Cohort, load_cohort
+from hicd_core.cohort.store import read_cohort
 from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
 from hicd_core.experiments.spec import RunSpec, SweepPreset
@@ -65,16 +66,18 @@ class Cohorts:
     target: Cohort | None
 
     def reloadable(self) -> bool:
-        """Both cohorts came from a folder, so a worker process can load them again (from cache)."""
-        return all(c.meta.get("source_path") for c in (self.source, self.target) if c is not None)
+        """Every cohort came from a folder, so a worker process can read it again."""
+        return all(c.meta.get("cache_folder") or c.meta.get("source_path")
+                   for c in (self.source, self.target) if c is not None)
 
     def descriptor(self) -> dict[str, Any]:
-        """What a worker process needs to load the same cohorts (checked by fingerprint)."""
+        """What a worker process needs to read the same cohorts: the parsed-cohort cache when there
+        is one (no re-hashing of the source files), else the source folder; checked by fingerprint."""
         def one(cohort: Cohort | None) -> dict | None:
             if cohort is None:
                 return None
-            return {"site": cohort.site, "path": cohort.meta["source_path"],
-                    "fingerprint": cohort.fingerprint,
+            return {"site": cohort.site, "cache": cohort.meta.get("cache_folder"),
+                    "path": cohort.meta.get("source_path"), "fingerprint": cohort.fingerprint,
                     "split_seed": int(cohort.meta.get("params", {}).get("split_seed", 0))}
         return {"source": one(self.source), "target": one(self.target)}
 
@@ -83,7 +86,11 @@ class Cohorts:
         def one(entry: dict | None) -> Cohort | None:
             if entry is None:
                 return None
-            cohort = load_cohort(entry["site"], entry["path"], split_seed=entry["split_seed"])
+            cache = Path(entry["cache"]) if entry["cache"] else None
+            if cache is not None and (cache / "meta.json").is_file():
+                cohort = read_cohort(cache)
+            else:
+                cohort = load_cohort(entry["site"], entry["path"], split_seed=entry["split_seed"])
             if cohort.fingerprint != entry["fingerprint"]:
                 raise RuntimeError(f"{entry['path']} changed while the sweep ran (fingerprint "
                                    f"{cohort.fingerprint} != {entry['fingerprint']})")
@@ -158,8 +165,9 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-#: Most worker processes ``workers="auto"`` starts: each holds its own copy of the cohorts (1.7 GB
-#: for a full-MIMIC-IV cohort), so more would trade memory for little.
+#: Most worker processes ``workers="auto"`` starts: each holds its own copy of the cohorts (loading a
+#: full-MIMIC-IV-size cohort peaks at 1.7 GB, benchmarks/bench_cohort.py), so more would trade memory
+#: for little.
 MAX_AUTO_WORKERS = 4
 
 
@@ -185,6 +193,13 @@ def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]
     ordered = [sorted(group, key=lambda item: item[1].kind == "transfer") for group in groups.values()]
     # HICD-BERT groups cost ~3x HICD-Graph ones on CPU (bench_bert / bench_graph).
     return sorted(ordered, key=lambda g: (g[0][1].model == "bert", len(g)), reverse=True)
+
+
+def _overall_and_eta(done_fraction: float, n_runs: int, started: float) -> tuple[float, float | None]:
+    """Sweep progress in [0, 1] from the summed run fractions, and a linear ETA once it means much."""
+    overall = done_fraction / n_runs
+    elapsed = time.perf_counter() - started
+    return overall, (elapsed / overall * (1 - overall) if overall > 0.02 else None)
 
 
 _WORKER: dict[str, Any] = {}
@@ -351,7 +366,7 @@ class Sweep:
         if count > 1 and todo:
             # Even when fewer groups than workers are left, they run in workers with the same thread
             # count: float results depend on it, and a resumed sweep must match an uninterrupted one.
-            outcome.update(self._run_parallel(todo, run_groups(todo), count))
+            outcome.update(self._run_parallel(todo, count))
         else:
             outcome.update(self._run_todo(todo))
         return outcome
@@ -362,9 +377,7 @@ class Sweep:
         sweep_start = time.perf_counter()
         for index, (run_id, spec) in enumerate(todo):
             def progress(event: ProgressEvent, index: int = index, run_id: str = run_id) -> None:
-                overall = (index + event.fraction) / len(todo)
-                elapsed = time.perf_counter() - sweep_start
-                eta = elapsed / overall * (1 - overall) if overall > 0.02 else None
+                overall, eta = _overall_and_eta(index + event.fraction, len(todo), sweep_start)
                 metrics = ", ".join(f"{k} {v:.3g}" for k, v in list(event.metrics.items())[:3])
                 self.callback(SweepEvent(run_id, index, len(todo), event.stage, event.fraction, overall, eta,
                                          metrics))
@@ -386,63 +399,75 @@ class Sweep:
             self.callback(SweepEvent(run_id, index, len(todo), "done", 1.0, (index + 1) / len(todo), None))
         return outcome
 
-    def _run_parallel(self, todo: list[tuple[str, RunSpec]], groups: list[list[tuple[str, RunSpec]]],
-                      workers: int) -> dict[str, str]:
+    def _run_parallel(self, todo: list[tuple[str, RunSpec]], workers: int) -> dict[str, str]:
         """Groups of runs on up to ``workers`` processes (spawned: no forked torch state), each with
         cores // ``workers`` threads. Their events come back through a queue and are re-expressed
-        against the whole sweep; this process alone writes the results table."""
+        against the whole sweep; this process alone writes the results table.
+
+        A worker that dies (killed, out of memory) breaks the whole pool; the groups it took down
+        with it are then retried one per single-process pool, so only the group that kills its
+        process fails.
+        """
         index_of = {run_id: index for index, (run_id, _) in enumerate(todo)}
         fraction = dict.fromkeys(index_of, 0.0)
         context = multiprocessing.get_context("spawn")
         events = context.Queue()
         sweep_start = time.perf_counter()
-        outcome: dict[str, str] = {}
+        threads = max(1, cpu_cores() // workers) if pick_device(self.device).type == "cpu" else 1
+        initargs = (str(self.store.root), self.cohorts.descriptor(), self.device, self.embeddings, threads,
+                    events)
 
         def relay(event: SweepEvent) -> None:
-            fraction[event.run_id] = 1.0 if event.stage in ("done", "failed") else event.run_fraction
-            overall = sum(fraction.values()) / len(todo)
-            elapsed = time.perf_counter() - sweep_start
-            eta = elapsed / overall * (1 - overall) if overall > 0.02 else None
+            fraction[event.run_id] = event.run_fraction
+            overall, eta = _overall_and_eta(sum(fraction.values()), len(todo), sweep_start)
             if event.stage == "done":
                 self.store.write_results_table()
             self.callback(replace(event, run_index=index_of[event.run_id], n_runs=len(todo),
                                   overall_fraction=overall, eta_seconds=eta))
 
-        stop = threading.Event()
-
-        def drain() -> None:
-            while not stop.is_set() or not events.empty():
+        def relay_pending() -> None:
+            while True:
                 try:
-                    relay(events.get(timeout=0.2))
+                    relay(events.get_nowait())
                 except queue.Empty:
-                    continue
+                    return
 
-        drainer = threading.Thread(target=drain, name="sweep-events", daemon=True)
-        drainer.start()
-        threads = max(1, cpu_cores() // workers) if pick_device(self.device).type == "cpu" else 1
-        try:
+        def run_pool(groups: list[list[tuple[str, RunSpec]]], size: int
+                     ) -> tuple[dict[str, str], list[list[tuple[str, RunSpec]]]]:
+            """Finished outcomes, and the groups a broken pool did not finish."""
+            done: dict[str, str] = {}
+            broken: list[list[tuple[str, RunSpec]]] = []
             with _child_thread_env(threads), ProcessPoolExecutor(
-                    max_workers=min(workers, len(groups)), mp_context=context, initializer=_worker_init,
-                    initargs=(str(self.store.root), self.cohorts.descriptor(), self.device, self.embeddings,
-                              threads, events)) as pool:
-                futures: dict[Future, list[tuple[str, RunSpec]]] = {
-                    pool.submit(_worker_run, group): group for group in groups}
+                    max_workers=size, mp_context=context, initializer=_worker_init,
+                    initargs=initargs) as pool:
+                futures = {pool.submit(_worker_run, group): group for group in groups}
                 pending = set(futures)
                 while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    relay_pending()
                     for future in finished:
                         try:
-                            outcome.update(future.result())
-                        except Exception as exc:  # the worker died (killed, out of memory): its runs failed
-                            detail = f"worker process failed: {type(exc).__name__}: {exc}"
-                            for run_id, spec in futures[future]:
-                                if run_id not in outcome and not self.store.is_finished(run_id):
-                                    self.store.mark_failed(run_id, spec, detail)
-                                    outcome[run_id] = "failed"
-                                    events.put(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None,
-                                                          detail))
-        finally:
-            stop.set()
-            drainer.join()
+                            done.update(future.result())
+                        except BrokenProcessPool:
+                            broken.append(futures[future])
+            relay_pending()  # the workers have exited, so everything they sent is readable
+            return done, broken
+
+        groups = run_groups(todo)
+        outcome, broken = run_pool(groups, min(workers, len(groups)))
+        for group in broken:  # isolate: one process per group, so a crash fails only its own runs
+            left = [(run_id, spec) for run_id, spec in group if not self.store.is_finished(run_id)]
+            done, still_broken = run_pool([left], 1) if left else ({}, [])
+            outcome.update(done)
+            for run_id, spec in (still_broken[0] if still_broken else []):
+                if self.store.is_finished(run_id):
+                    continue
+                detail = "the worker process running this run died (killed or out of memory)"
+                self.store.mark_failed(run_id, spec, detail)
+                outcome[run_id] = "failed"
+                relay(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None, detail))
+        for run_id, _ in todo:  # runs of a retried group that finished before the crash
+            if run_id not in outcome and self.store.is_finished(run_id):
+                outcome[run_id] = "finished"
         self.store.write_results_table()
         return outcome
