@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -47,27 +46,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks import Clock, default_cohort  # noqa: E402
+
 TASKS = ("readmission_30d", "emergency_next")
 SETTING = (1, 1, 1)
-
-
-def default_cohort(patients: int | None = None):
-    """The default synthetic source cohort (written once under the data dir, then cached)."""
-    from hicd_core.cohort import load_cohort
-    from hicd_core.experiments.sweep import synthetic_default_dir
-
-    return load_cohort("mimic-iv", synthetic_default_dir(patients) / "mimic-iv")
-
-
-class _Clock:
-    """Wall and process CPU seconds of a block."""
-
-    def __enter__(self) -> _Clock:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall0, time.process_time() - self.cpu0
 
 
 # ------------------------------------------------------------------------------------- matmul peak
@@ -82,9 +64,9 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
         torch.matmul(a, b)  # warm-up (kernel selection, page faults)
         best = float("inf")
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            best = min(best, time.perf_counter() - t0)
+            with Clock() as took:
+                torch.matmul(a, b)
+            best = min(best, took.wall)
         out[f"{name}_gflops"] = 2 * n**3 / best / 1e9
     out["bf16_over_fp32"] = out["bf16_gflops"] / out["fp32_gflops"]
     return out
@@ -136,7 +118,7 @@ def bert_throughput(steps: int = 4, peak: dict[str, float] | None = None) -> dic
         for name in ("fp32", "bf16"):
             step, model = _mlm_step_fn(preset, name == "bf16", batch, length)
             step()  # warm-up
-            with _Clock() as clock:
+            with Clock() as clock:
                 for _ in range(steps):
                     step()
             tokens = steps * batch * length
@@ -162,14 +144,14 @@ def run_setting(cohort: Any, setting: tuple[int, int, int] = SETTING, preset: st
     from hicd_core.models.bert_train import finetune, pretrain_mlm
 
     out: dict[str, Any] = {"setting": setting_key(setting), "preset": preset}
-    with _Clock() as clock:
+    with Clock() as clock:
         pre = pretrain_mlm(cohort, setting, preset=preset, seed=seed, device="cpu", epochs=pretrain_epochs,
                            **pretrain_kwargs)
     out.update(pretrain_wall_s=clock.wall, pretrain_cpu_s=clock.cpu, best_mlm_epoch=pre.metrics["best_epoch"],
                val_mlm_loss=[round(h["val_loss"], 4) for h in pre.history])
     total_wall, total_cpu = clock.wall, clock.cpu
     for task in tasks:
-        with _Clock() as clock:
+        with Clock() as clock:
             run = finetune(pre, cohort, task, seed=seed, device="cpu", epochs=finetune_epochs,
                            patience=patience)
         total_wall += clock.wall

@@ -17,28 +17,20 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:
-    from hicd_core.experiments import embeddings as E
-except ImportError:  # executed as a script from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hicd_core.experiments import embeddings as E
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # executed as a script from a checkout that is not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import Clock  # noqa: E402
+from hicd_core.experiments import embeddings as E  # noqa: E402
 
 DIMS = 128
 SEED = 0
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall s, CPU s, result) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def _codes(n: int, seed: int = SEED) -> list[str]:
@@ -66,15 +58,20 @@ def similarity_5k() -> dict[str, Any]:
     """Relationship and per-chapter similarity plus silhouette on 5,000 x 128."""
     fig: dict[str, Any] = {}
     codes = _codes(5000)
-    fig["code_labels_s"], _, labels = _timed(lambda: E.code_labels(codes))
+    with Clock() as took:
+        labels = E.code_labels(codes)
+    fig["code_labels_s"] = took.wall
     emb = _embeddings(labels)
     fig["n_codes"], fig["dims"] = emb.shape
-    fig["relationship_similarity_s"], fig["relationship_similarity_cpu_s"], result = _timed(
-        lambda: E.relationship_similarity(emb, labels, max_pairs=200_000, seed=SEED, return_samples=True))
-    fig["relationship_similarity_repeat_s"], _, _ = _timed(
-        lambda: E.relationship_similarity(emb, labels, max_pairs=200_000, seed=SEED))
-    fig["relationship_similarity_exact_only_s"], _, _ = _timed(  # max_pairs=0: no quantile samples
-        lambda: E.relationship_similarity(emb, labels, max_pairs=0, seed=SEED))
+    with Clock() as took:
+        result = E.relationship_similarity(emb, labels, max_pairs=200_000, seed=SEED, return_samples=True)
+    fig["relationship_similarity_s"], fig["relationship_similarity_cpu_s"] = took.wall, took.cpu
+    with Clock() as took:
+        E.relationship_similarity(emb, labels, max_pairs=200_000, seed=SEED)
+    fig["relationship_similarity_repeat_s"] = took.wall
+    with Clock() as took:  # max_pairs=0: no quantile samples
+        E.relationship_similarity(emb, labels, max_pairs=0, seed=SEED)
+    fig["relationship_similarity_exact_only_s"] = took.wall
     for name in E.RELATIONSHIPS:
         fig[f"{name}_mean"] = round(result[name], 4)
         fig[f"{name}_pairs"] = result[f"n_{name}"]
@@ -99,11 +96,17 @@ def similarity_5k() -> dict[str, Any]:
                 "same_chapter": sims[upper & same_chapter & ~same_category].mean(),
                 "different_chapter": sims[upper & ~same_chapter].mean()}
 
-    fig["brute_force_matrix_s"], _, exact = _timed(brute)
+    with Clock() as took:
+        exact = brute()
+    fig["brute_force_matrix_s"] = took.wall
     fig["max_abs_diff_vs_brute_force"] = float(max(abs(exact[k] - result[k]) for k in E.RELATIONSHIPS))
-    fig["chapter_similarity_s"], _, table = _timed(lambda: E.chapter_similarity(emb, labels))
+    with Clock() as took:
+        table = E.chapter_similarity(emb, labels)
+    fig["chapter_similarity_s"] = took.wall
     fig["chapter_rows"] = len(table)
-    fig["silhouette_s"], fig["silhouette_cpu_s"], score = _timed(lambda: E.silhouette_by_chapter(emb, labels))
+    with Clock() as took:
+        score = E.silhouette_by_chapter(emb, labels)
+    fig["silhouette_s"], fig["silhouette_cpu_s"] = took.wall, took.cpu
     fig["silhouette"] = round(score, 4)
 
     # Reference: sklearn's O(n^2) silhouette on the same rows.
@@ -113,9 +116,13 @@ def similarity_5k() -> dict[str, Any]:
         return silhouette_score(E.normalize_rows(emb[clustered]), labels["chapter"].to_numpy()[clustered],
                                 metric="cosine")
 
-    fig["sklearn_silhouette_s"], fig["sklearn_silhouette_cpu_s"], reference = _timed(sklearn_silhouette)
+    with Clock() as took:
+        reference = sklearn_silhouette()
+    fig["sklearn_silhouette_s"], fig["sklearn_silhouette_cpu_s"] = took.wall, took.cpu
     fig["silhouette_abs_diff_vs_sklearn"] = abs(reference - score)
-    fig["embedding_summary_s"], _, _ = _timed(lambda: E.embedding_summary(emb, labels))
+    with Clock() as took:
+        E.embedding_summary(emb, labels)
+    fig["embedding_summary_s"] = took.wall
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fig.items()}
 
 
@@ -124,18 +131,28 @@ def _umap(n: int) -> dict[str, Any]:
     labels = E.code_labels(_codes(n))
     emb = _embeddings(labels)
     with tempfile.TemporaryDirectory() as cache:
-        fig["import_umap_s"], _, _ = _timed(lambda: __import__("umap"))
-        fig["first_call_s"], fig["first_call_cpu_s"], first = _timed(
-            lambda: E.umap_2d(emb, seed=SEED, cache_path=Path(cache)))
-        fig["cached_call_s"], _, cached = _timed(lambda: E.umap_2d(emb, seed=SEED, cache_path=Path(cache)))
+        with Clock() as took:
+            __import__("umap")
+        fig["import_umap_s"] = took.wall
+        with Clock() as took:
+            first = E.umap_2d(emb, seed=SEED, cache_path=Path(cache))
+        fig["first_call_s"], fig["first_call_cpu_s"] = took.wall, took.cpu
+        with Clock() as took:
+            cached = E.umap_2d(emb, seed=SEED, cache_path=Path(cache))
+        fig["cached_call_s"] = took.wall
         fig["cache_hit"] = cached.cache_hit
-        fig["warm_recompute_other_seed_s"], fig["warm_recompute_cpu_s"], _ = _timed(
-            lambda: E.umap_2d(emb, seed=SEED + 1))
+        with Clock() as took:
+            E.umap_2d(emb, seed=SEED + 1)
+        fig["warm_recompute_other_seed_s"], fig["warm_recompute_cpu_s"] = took.wall, took.cpu
         fig["cache_file_kib"] = first.cache_file.stat().st_size / 1024
     fig["method"], fig["knn"] = first.method, first.params["knn"]
-    fig["exact_knn_s"], _, _ = _timed(lambda: E._exact_knn(E.normalize_rows(emb).astype(np.float32), 15))
+    with Clock() as took:
+        E._exact_knn(E.normalize_rows(emb).astype(np.float32), 15)
+    fig["exact_knn_s"] = took.wall
     E._pca_2d(E.normalize_rows(emb[:50]))  # import sklearn.decomposition outside the timing
-    fig["pca_2d_s"], _, _ = _timed(lambda: E._pca_2d(E.normalize_rows(emb)))
+    with Clock() as took:
+        E._pca_2d(E.normalize_rows(emb))
+    fig["pca_2d_s"] = took.wall
 
     # Quality: trustworthiness (sklearn, 15 neighbours, cosine input) of the 2-D map vs plain PCA.
     from sklearn.manifold import trustworthiness

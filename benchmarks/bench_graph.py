@@ -20,13 +20,13 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmarks import Clock, default_cohort
 from hicd_core.cohort.schema import MIMIC_IV, TEST, TRAIN, VALIDATION, Cohort
 from hicd_core.hierarchy import SETTINGS, setting_key
 from hicd_core.hierarchy.icd10 import tree_frame
@@ -150,18 +150,6 @@ def threads(n: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def clock() -> Iterator[dict[str, float]]:
-    """Wall and process-CPU seconds of the block (CPU time is less sensitive to other load)."""
-    box: dict[str, float] = {}
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        yield box
-    finally:
-        box["wall_s"] = round(time.perf_counter() - wall, 3)
-        box["cpu_s"] = round(time.process_time() - cpu, 3)
-
-
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1)}
 
@@ -170,25 +158,12 @@ def _timed_build(cohort: Cohort, setting: tuple[int, int, int], **kwargs: Any) -
     from hicd_core.models.graph_train import build_graph
 
     build_graph(cohort, setting, **kwargs)  # warm (tree cache, imports)
-    with PeakRSS() as mem, clock() as took:
+    with PeakRSS() as mem, Clock() as took:
         graph = build_graph(cohort, setting, **kwargs)
-    return {**took, "peak_extra_mb": round(mem.extra_mb, 1), "nodes": graph.n_nodes,
+    return {**took.figures(), "peak_extra_mb": round(mem.extra_mb, 1), "nodes": graph.n_nodes,
             "edges": len(graph.edges),
             "cooccurrence_edges": int((graph.edges["kind"] == "cooccurrence").sum()),
             "train_admissions": graph.meta["train_admissions"]}
-
-
-_COHORT: dict[str, Cohort] = {}
-
-
-def default_cohort() -> Cohort:
-    """The project's synthetic default source cohort (written once into the data dir)."""
-    if "default" not in _COHORT:
-        from hicd_core.cohort import load_cohort
-        from hicd_core.experiments.sweep import synthetic_default_dir
-
-        _COHORT["default"] = load_cohort("mimic-iv", synthetic_default_dir() / "mimic-iv")
-    return _COHORT["default"]
 
 
 # ============================================================================ benchmarks
@@ -200,10 +175,11 @@ def bench_graph_build_default() -> dict[str, Any]:
 
 
 def bench_graph_build_full() -> dict[str, Any]:
-    with clock() as generated:
+    with Clock() as generated:
         cohort = full_scale_cohort()
     return {"admissions": len(cohort.visits), "rows": len(cohort.diagnoses),
-            "categories": int(cohort.diagnoses["category"].nunique()), "generate": generated, **machine(),
+            "categories": int(cohort.diagnoses["category"].nunique()), "generate": generated.figures(),
+            **machine(),
             "all_levels": _timed_build(cohort, (1, 1, 1)), "flat": _timed_build(cohort, (0, 0, 0))}
 
 
@@ -215,10 +191,10 @@ def bench_gcn_learning_curve(epochs: int = 400) -> dict[str, Any]:
     with threads(1):
         for setting in ((0, 0, 0), (1, 1, 1)):
             graph = build_graph(default_cohort(), setting)
-            with clock() as took:
+            with Clock() as took:
                 result = train_gcn(graph, seed=0, device="cpu", epochs=epochs)
             points = {p["epoch"]: round(p["link_auc"], 4) for p in result.curve if "link_auc" in p}
-            out[setting_key(setting)] = {"cpu_ms_per_epoch": round(1000 * took["cpu_s"] / epochs, 1),
+            out[setting_key(setting)] = {"cpu_ms_per_epoch": round(1000 * took.cpu / epochs, 1),
                                          "auc_by_epoch": points, "nodes": graph.n_nodes,
                                          "edges": len(graph.edges)}
     return out
@@ -254,10 +230,10 @@ def bench_gcn_epoch() -> dict[str, Any]:
         graph = build_graph(cohort, (1, 1, 1))
         out[name] = {"nodes": graph.n_nodes, "edges": len(graph.edges)}
         for n in (1, 2):
-            with threads(n), clock() as took:
+            with threads(n), Clock() as took:
                 train_gcn(graph, seed=0, device="cpu", epochs=20)
-            out[name][f"threads{n}"] = {"wall_ms": round(50 * took["wall_s"], 1),
-                                        "cpu_ms": round(50 * took["cpu_s"], 1)}
+            out[name][f"threads{n}"] = {"wall_ms": round(50 * took.wall, 1),
+                                        "cpu_ms": round(50 * took.cpu, 1)}
     return out
 
 
@@ -271,11 +247,11 @@ def bench_transformer_throughput() -> dict[str, Any]:
     cohort = default_cohort()
     graph = build_graph(cohort, (1, 1, 1))
     config = GraphConfig()
-    with clock() as indexed:
+    with Clock() as indexed:
         index = visit_index(cohort, graph)
     samples = cohort.tasks["readmission_30d"]
     windows = index.windows(samples["visit_id"].to_numpy(), config.max_visits)
-    out: dict[str, Any] = {"batch_size": config.batch_size, "visit_index": indexed, **machine(),
+    out: dict[str, Any] = {"batch_size": config.batch_size, "visit_index": indexed.figures(), **machine(),
                            "mean_tokens_per_visit": round(float(np.diff(index.indptr).mean()), 1),
                            "mean_visits_per_sample": round(float((windows >= 0).sum(1).mean()), 2)}
     for n in (1, 2):
@@ -283,7 +259,7 @@ def bench_transformer_throughput() -> dict[str, Any]:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         n_batches, bs = 60, config.batch_size
-        with threads(n), clock() as trained:
+        with threads(n), Clock() as trained:
             for i in range(n_batches):
                 batch = index.batch(windows[i * bs:(i + 1) * bs])
                 tokens, token_mask, visit_mask = (torch.from_numpy(a) for a in batch)
@@ -292,13 +268,13 @@ def bench_transformer_throughput() -> dict[str, Any]:
                 loss.backward()
                 optimizer.step()
         model.eval()
-        with threads(n), clock() as inferred, torch.no_grad():
+        with threads(n), Clock() as inferred, torch.no_grad():
             for lo in range(0, 8192, 512):
                 batch = index.batch(windows[lo:lo + 512])
                 model(*(torch.from_numpy(a) for a in batch))
-        out[f"threads{n}"] = {"train_samples_per_s": round(n_batches * bs / trained["wall_s"]),
-                              "train_samples_per_cpu_s": round(n_batches * bs / trained["cpu_s"]),
-                              "inference_samples_per_s": round(8192 / inferred["wall_s"])}
+        out[f"threads{n}"] = {"train_samples_per_s": round(n_batches * bs / trained.wall),
+                              "train_samples_per_cpu_s": round(n_batches * bs / trained.cpu),
+                              "inference_samples_per_s": round(8192 / inferred.wall)}
     return out
 
 
@@ -309,17 +285,17 @@ def bench_all_settings(cohort: Cohort | None = None, task: str = "readmission_30
 
     cohort = cohort or default_cohort()
     rows = {}
-    with threads(n_threads) as used, clock() as total:
+    with threads(n_threads) as used, Clock() as total:
         for setting in SETTINGS:
-            with clock() as took:
+            with Clock() as took:
                 model = train_graph_model(cohort, task, setting, seed=0, device="cpu")
             rows[setting_key(setting)] = {
-                **took, "gcn_s": round(model.metrics["gcn_seconds"], 1),
+                **took.figures(), "gcn_s": round(model.metrics["gcn_seconds"], 1),
                 "link_auc": round(model.metrics["link_auc"], 4),
                 "val_auroc": round(model.metrics["val"]["auroc"], 4),
                 "best_epoch": model.metrics["best_epoch"], "epochs": len(model.metrics["curve"])}
-    return {"total": total, "threads": used, "task": task, "samples": len(cohort.tasks[task]), **machine(),
-            "settings": rows}
+    return {"total": total.figures(), "threads": used, "task": task, "samples": len(cohort.tasks[task]),
+            **machine(), "settings": rows}
 
 
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-try:
-    from hicd_core import stats
-except ImportError:  # executed as a script from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hicd_core import stats
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # executed as a script from a checkout that is not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import Clock  # noqa: E402
+from hicd_core import stats  # noqa: E402
 
 N = 20_000
 N_RESAMPLES = 1000
@@ -59,13 +59,12 @@ def _timed(fn, repeat: int = 1, key: str = "") -> tuple[float, Any]:
     """
     best, out = float("inf"), None
     for _ in range(repeat):
-        start, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        wall = time.perf_counter() - start
-        if wall < best:
-            best = wall
+        with Clock() as took:
+            out = fn()
+        if took.wall < best:
+            best = took.wall
             if key:
-                _CPU[key] = time.process_time() - cpu
+                _CPU[key] = took.cpu
     return best, out
 
 

@@ -291,7 +291,7 @@ def test_umap_cache_is_reused_and_keyed_by_content(umap_runs):
 def test_exact_knn_matches_a_full_sort():
     rng = np.random.default_rng(8)
     x = E.normalize_rows(rng.normal(size=(50, 6))).astype(np.float32)
-    indices, distances, index = E._exact_knn(x, 5, block_entries=120)  # 2 rows per block
+    indices, distances, index = E._exact_knn(x, 5)
     sims = x @ x.T
     np.fill_diagonal(sims, np.inf)
     np.testing.assert_array_equal(indices, np.argsort(-sims, axis=1, kind="stable")[:, :5])

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from hicd_core.hierarchy import chapter_order, chapter_titles, normalize_codes
-from hicd_core.hierarchy.icd10 import UNKNOWN
+from hicd_core.hierarchy.icd10 import UNKNOWN, clean
 from hicd_core.runtime import atomic_write_bytes, atomic_write_json, stable_hash
 
 try:  # a scikit-learn dependency, so normally present
@@ -77,7 +76,7 @@ MIN_UMAP_POINTS = 20
 #: Up to this many rows UMAP gets an exact, precomputed kNN graph (see :func:`umap_2d`).
 EXACT_KNN_MAX = 30_000
 #: Bumped whenever the UMAP recipe changes, so old cache files are never reused.
-UMAP_CACHE_VERSION = 2
+UMAP_CACHE_VERSION = 3
 
 LABEL_COLUMNS = ("code", "chapter", "block", "category", "kind")
 #: Pair-cosine quantiles reported per relationship (box-plot figures).
@@ -274,6 +273,8 @@ def fine_groups(labels: pd.DataFrame, fine: str = "auto") -> tuple[np.ndarray, s
     if fine == "block":
         return labels["block"].astype(str).to_numpy().astype(object), fine
     names = labels["code"].astype(str) if "code" in labels.columns else pd.Series([""] * len(labels))
+    # The 'graph' level scheme's G2 (hierarchy.levels: first two characters + 'x'), taken straight
+    # from the category column: building a normalize_codes frame to call level_ids would cost more.
     prefix = np.where(categories != UNKNOWN, pd.Series(categories).str[:2].to_numpy() + "x", UNKNOWN)
     is_prefix_node = names.str.startswith("PREFIX_").to_numpy()
     prefix[is_prefix_node] = names[is_prefix_node].str[len("PREFIX_"):].to_numpy()
@@ -411,10 +412,12 @@ def silhouette_by_chapter(emb: np.ndarray, labels: pd.DataFrame, sample: int | N
                           include_ancestors: bool = False) -> float:
     """Cosine silhouette with chapters as clusters: a single separation score the paper does not report.
 
-    Equal to ``sklearn.metrics.silhouette_score(x, chapters, metric='cosine')`` but computed exactly in
-    O(n k d) instead of O(n^2 d): with unit rows, the mean cosine distance from ``x_i`` to cluster ``C``
-    is ``1 - x_i . s_C / |C|`` (own cluster: ``1 - (x_i . s_C - 1) / (|C| - 1)``), ``s_C`` the
-    cluster's vector sum. So every row is used and no sampling is needed.
+    Equal to ``sklearn.metrics.silhouette_score(x, chapters, metric='cosine')`` only on the rows kept
+    here: ``UNK`` rows and single-code chapters are dropped first, whereas sklearn given all rows
+    would keep a single-code chapter's row, score it 0 and average it in. Computed exactly in O(n k d)
+    instead of O(n^2 d): with unit rows, the mean cosine distance from ``x_i`` to cluster ``C`` is
+    ``1 - x_i . s_C / |C|`` (own cluster: ``1 - (x_i . s_C - 1) / (|C| - 1)``), ``s_C`` the cluster's
+    vector sum. So every row is used and no sampling is needed.
 
     ``UNK`` rows and chapters with a single code are left out (a one-member cluster has no
     cohesion). ``sample`` (default: none) reproduces a sampled silhouette: above ``sample`` rows,
@@ -453,10 +456,16 @@ def silhouette_by_chapter(emb: np.ndarray, labels: pd.DataFrame, sample: int | N
     return float(np.nan_to_num(scores).mean())
 
 
-def embedding_summary(emb: np.ndarray, labels: pd.DataFrame, *, max_pairs: int = 200_000, seed: int = 0,
+def embedding_summary(emb: np.ndarray, labels: pd.DataFrame, *, max_pairs: int = 0, seed: int = 0,
                       fine: str = "auto", silhouette_sample: int | None = None,
                       include_ancestors: bool = False) -> dict[str, Any]:
-    """``relationship_similarity`` plus ``silhouette``, JSON-serialisable: a :func:`tightness_table` entry."""
+    """``relationship_similarity`` plus ``silhouette``, JSON-serialisable: a :func:`tightness_table` entry.
+
+    ``max_pairs`` defaults to 0: no pairs are sampled, so the pair-cosine quantiles (``q05_g`` ...) are
+    NaN (and ``sampled_g`` True for a non-empty group). Nothing that reads stored summaries uses them,
+    and sampling is most of the cost; pass ``max_pairs`` (e.g. 200_000) to get them. Means, standard
+    deviations and counts never depend on it.
+    """
     out = relationship_similarity(emb, labels, max_pairs=max_pairs, seed=seed, fine=fine,
                                   include_ancestors=include_ancestors)
     out["silhouette"] = silhouette_by_chapter(emb, labels, sample=silhouette_sample, seed=seed,
@@ -468,13 +477,6 @@ def embedding_summary(emb: np.ndarray, labels: pd.DataFrame, *, max_pairs: int =
 
 TIGHTNESS_COLUMNS = ("same_category", "same_chapter", "different_chapter", "tightness", "chapter_contrast",
                      "silhouette")
-
-
-def _setting_sort_key(setting: str) -> tuple[int, str]:
-    from hicd_core.hierarchy import SETTINGS, setting_key
-
-    keys = [setting_key(s) for s in SETTINGS]
-    return (keys.index(setting), setting) if setting in keys else (len(keys), setting)
 
 
 def tightness_table(per_setting: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -495,6 +497,7 @@ def tightness_table(per_setting: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
     ``fine_level`` says what ``same_category`` grouped by, see :func:`relationship_similarity`).
     """
     from hicd_core.hierarchy import SETTING_LABELS, parse_setting
+    from hicd_core.stats import _setting_sort_key  # lazy: stats imports scipy and sklearn.metrics
 
     rows = []
     for setting in sorted(per_setting, key=_setting_sort_key):
@@ -600,8 +603,8 @@ def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15, cache_path: P
     Rows are L2-normalised and mapped with the euclidean metric: on unit vectors
     ``||a - b||^2 = 2 - 2 cos(a, b)``, so the neighbour graph is the cosine one without numba's
     extra JIT for ``metric='cosine'`` (stack notes §4.2). Up to :data:`EXACT_KNN_MAX` rows the
-    neighbours are computed exactly here (chunked matrix products) and passed to UMAP as
-    ``precomputed_knn``: that skips umap's own kNN step and its JIT (the first call in a process drops
+    neighbours are computed exactly here (sklearn's brute-force ``NearestNeighbors``) and passed to
+    UMAP as ``precomputed_knn``: that skips umap's own kNN step and its JIT (the first call in a process drops
     about 4x at 5,000 points and 2x at 2,000), and makes the graph exact. Larger inputs use umap's
     NNDescent. ``random_state=seed`` with ``n_jobs=1`` makes the result reproducible.
 
@@ -658,28 +661,23 @@ def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15, cache_path: P
     return Embedding2D(coords, method, params, cache_file, False, time.perf_counter() - start)
 
 
-def _exact_knn(x: np.ndarray, k: int, block_entries: int = 2**23) -> tuple[np.ndarray, np.ndarray, None]:
+def _exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
     """Exact k nearest neighbours of unit rows (self first, distance 0), in umap's precomputed_knn form.
 
-    Row blocks bound each similarity block to ``block_entries`` float32 values (32 MiB), which is
-    also faster than one big block (cache-sized argpartition).
+    sklearn's brute-force search for the other ``k - 1`` (``kneighbors()`` without ``X`` leaves each
+    row itself out, duplicates included), then the row itself is put first, as umap expects.
     """
+    from sklearn.neighbors import NearestNeighbors
+
     n = len(x)
     k = min(k, n)
     indices = np.empty((n, k), dtype=np.int64)
-    distances = np.empty((n, k), dtype=np.float32)
-    step = max(1, block_entries // max(n, 1))
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        sims = x[start:stop] @ x.T
-        sims[np.arange(stop - start), np.arange(start, stop)] = np.inf  # self first, as umap expects
-        part = np.argpartition(sims, n - k, axis=1)[:, n - k:]  # the k largest, unordered
-        part_sims = np.take_along_axis(sims, part, axis=1)
-        order = np.lexsort((part, -part_sims), axis=1)  # by similarity, ties by index: deterministic
-        indices[start:stop] = np.take_along_axis(part, order, axis=1)
-        best = np.take_along_axis(part_sims, order, axis=1)
-        best[:, 0] = 1.0
-        distances[start:stop] = np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0))
+    distances = np.zeros((n, k), dtype=np.float32)
+    indices[:, 0] = np.arange(n)
+    if k > 1:
+        search = NearestNeighbors(n_neighbors=k - 1, algorithm="brute", metric="euclidean").fit(x)
+        dist, idx = search.kneighbors(n_neighbors=k - 1)
+        indices[:, 1:], distances[:, 1:] = idx, dist
     return indices, distances, None
 
 
@@ -697,10 +695,6 @@ def _pca_2d(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- nearest neighbours
 
 
-def _canonical(code: str) -> str:
-    return re.sub(r"\s+", "", str(code)).replace(".", "").upper()
-
-
 def nearest_neighbours(emb: np.ndarray, codes: Sequence[str], query_code: str, k: int = 10, *,
                        include_ancestors: bool = False) -> pd.DataFrame:
     """The ``k`` rows most cosine-similar to ``query_code`` (itself excluded), most similar first.
@@ -716,8 +710,8 @@ def nearest_neighbours(emb: np.ndarray, codes: Sequence[str], query_code: str, k
     try:
         row = names.index(str(query_code))
     except ValueError:
-        wanted = _canonical(query_code)
-        matches = [i for i, name in enumerate(names) if _canonical(name) == wanted]
+        wanted = clean(str(query_code))
+        matches = [i for i, name in enumerate(names) if clean(name) == wanted]
         if not matches:
             raise KeyError(f"code {query_code!r} has no embedding row") from None
         row = matches[0]
