@@ -10,6 +10,8 @@ Public API::
 
     choose_threshold(y_true, prob)                        -> float (validation data only)
     binary_metrics(y_true, prob, threshold)               -> dict of auroc, auprc, macro_f1, brier, ece...
+    auroc(y_true, prob)                                   -> float (NaN when one class only)
+    bootstrap_ci(y_true, prob, metric, ...)               -> dict (value, percentile 95% CI)
     delong_test(y_true, prob_a, prob_b)                   -> dict (paired AUROC difference a - b)
     delong_ci(y_true, prob)                               -> dict (single AUROC with 95% CI)
     paired_bootstrap(y_true, prob_a, prob_b, metric, ...) -> dict (difference a - b, CI, p-value)
@@ -38,9 +40,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
     "BOOTSTRAP_METRICS", "FLAT_SETTING", "PAPER_RESULTS_PATH", "SETTING_ORDER", "THRESHOLD_GRID",
-    "binary_metrics", "bootstrap_indices", "choose_threshold", "compare_to_flat", "delong_ci",
-    "delong_test", "expected_calibration_error", "holm", "load_paper_results", "macro_f1",
-    "paired_bootstrap", "seed_summary",
+    "auroc", "binary_metrics", "bootstrap_ci", "bootstrap_indices", "choose_threshold", "compare_to_flat",
+    "delong_ci", "delong_test", "expected_calibration_error", "holm", "load_paper_results", "macro_f1",
+    "paired_bootstrap", "seed_summary", "setting_sort_key",
 ]
 
 #: The paper's threshold sweep: 200 evenly spaced values in [0.01, 0.99] (notes §5.4, §6.3).
@@ -152,6 +154,20 @@ def expected_calibration_error(y_true: Any, prob: Any, n_bins: int = 10) -> floa
     return float(np.sum(np.abs(sum_y - sum_p)) / y.size)
 
 
+def auroc(y_true: Any, prob: Any) -> float:
+    """AUROC of ``prob`` for 0/1 ``y_true``; NaN when ``y_true`` holds a single class.
+
+    sklearn raises on a single-class split (AUROC is undefined there); returning NaN instead lets a
+    sweep, an early-stopping loop or a probe search go on, and callers decide how to treat it.
+
+    >>> auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), auroc([1, 1], [0.2, 0.9])
+    (0.75, nan)
+    """
+    y = _labels(y_true)
+    p = _scores(prob, y.size)
+    return float(roc_auc_score(y, p)) if 0 < int(y.sum()) < y.size else float("nan")
+
+
 def binary_metrics(y_true: Any, prob: Any, threshold: float) -> dict[str, float | int]:
     """All per-split metrics of one model at its (validation-chosen) threshold.
 
@@ -167,7 +183,7 @@ def binary_metrics(y_true: Any, prob: Any, threshold: float) -> dict[str, float 
     n_pos = int(y.sum())
     two_classes = 0 < n_pos < n
     return {
-        "auroc": float(roc_auc_score(y, p)) if two_classes else float("nan"),
+        "auroc": auroc(y, p),
         "auprc": float(average_precision_score(y, p)) if two_classes else float("nan"),
         "positive_rate": n_pos / n if n else float("nan"),
         "predicted_positive_rate": float(np.mean(p >= threshold)) if n else float("nan"),
@@ -430,6 +446,41 @@ def paired_bootstrap(
     return out
 
 
+def bootstrap_ci(
+    y_true: Any,
+    prob: Any,
+    metric: str,
+    threshold: float | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """Percentile bootstrap ``level`` interval of ONE model's ``metric`` over resampled test samples.
+
+    The same index sets as :func:`bootstrap_indices` / :func:`paired_bootstrap` for this ``seed``,
+    scored vectorised (no per-resample loop). ``metric`` is ``macro_f1`` (at ``threshold``; ``None``
+    means 0.5), ``auprc`` (average precision, as sklearn computes it) or ``auroc``. One-class
+    resamples are skipped (``n_valid`` counts the rest); with none left the interval is NaN. Returns
+    ``value`` (the full-data metric, NaN with one class), ``ci_low``, ``ci_high``, ``n_resamples``,
+    ``n_valid`` and ``seed``.
+    """
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS}, got {metric!r}")
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be positive")
+    y = _labels(y_true)
+    p = _scores(prob, y.size)
+    if y.size == 0:
+        raise ValueError("bootstrap_ci needs at least one sample")
+    t = 0.5 if threshold is None else float(threshold)
+    full, boot, valid = _bootstrap_distributions(y, [p], [t], [metric], n_resamples, seed)
+    draws = boot[metric][0][valid]
+    nan = float("nan")
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2]) if draws.size else (nan, nan)
+    return {"value": float(full[metric][0]), "ci_low": float(low), "ci_high": float(high),
+            "n_resamples": int(n_resamples), "n_valid": int(valid.sum()), "seed": int(seed)}
+
+
 # ------------------------------------------------------------------------------ multiplicity, seeds
 def holm(p_values: Any) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values: monotone in the raw order, capped at 1, NaN left as NaN.
@@ -489,7 +540,7 @@ _COMPARE_COLUMNS = (
 )
 
 
-def _setting_sort_key(setting: str) -> tuple[int, str]:
+def setting_sort_key(setting: str) -> tuple[int, str]:
     return (SETTING_ORDER.index(setting) if setting in SETTING_ORDER else len(SETTING_ORDER), setting)
 
 
@@ -559,7 +610,7 @@ def compare_to_flat(
     if ((labels.max(axis=1) - labels.min(axis=1)) > 0).any():
         raise ValueError("labels differ between settings for the same sample_id")
     y_all = labels.max(axis=1).to_numpy()
-    settings = sorted((s for s in thresholds.index if s != flat), key=_setting_sort_key)
+    settings = sorted((s for s in thresholds.index if s != flat), key=setting_sort_key)
     thr = {s: float(thresholds.loc[s, "min"]) for s in [flat, *settings]}
     complete = probs.notna().all(axis=1).to_numpy()
     if complete.all():  # usual case: one pass, every setting scored on the same resamples

@@ -381,3 +381,20 @@ def test_paper_claim_26_of_28_in_domain_auroc_significant(paper):
     # Transfer: HICD-Graph AUROC significant for 6 of 7 variants, HICD-BERT only for G0.
     t3 = paper[(paper["table"] == 3) & (paper["metric"] == "auroc") & (paper["setting"] != "000")]
     assert t3.groupby("model")["significant"].sum().to_dict() == {"bert": 1, "graph": 6}
+
+
+def test_bootstrap_ci_matches_a_plain_loop_over_the_same_resamples() -> None:
+    """The vectorised one-model interval uses bootstrap_indices' resamples: same draws as a loop."""
+    from sklearn.metrics import average_precision_score
+
+    from hicd_core.stats import bootstrap_ci, bootstrap_indices
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 300), 0, 1)
+    draws = [average_precision_score(y[rows], p[rows]) for rows in bootstrap_indices(300, 200, 7)
+             if 0 < y[rows].sum() < len(rows)]
+    ci = bootstrap_ci(y, p, "auprc", n_resamples=200, seed=7)
+    assert ci["n_valid"] == len(draws)
+    assert np.allclose([ci["ci_low"], ci["ci_high"]], np.quantile(draws, [0.025, 0.975]), atol=1e-12)
+    assert ci["value"] == pytest.approx(average_precision_score(y, p))

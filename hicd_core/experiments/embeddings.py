@@ -497,10 +497,10 @@ def tightness_table(per_setting: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
     ``fine_level`` says what ``same_category`` grouped by, see :func:`relationship_similarity`).
     """
     from hicd_core.hierarchy import SETTING_LABELS, parse_setting
-    from hicd_core.stats import _setting_sort_key  # lazy: stats imports scipy and sklearn.metrics
+    from hicd_core.stats import setting_sort_key  # lazy: stats imports scipy and sklearn.metrics
 
     rows = []
-    for setting in sorted(per_setting, key=_setting_sort_key):
+    for setting in sorted(per_setting, key=setting_sort_key):
         entry = per_setting[setting]
         values = {name: float(entry.get(name, np.nan)) for name in (*RELATIONSHIPS, "silhouette")}
         try:
