@@ -39,7 +39,6 @@ from hicd_core.models.bert_data import (
     BertVocab,
     build_vocab,
     cohort_tokens,
-    length_bucketed_batches,
     mask_for_mlm,
     tokenize_histories,
     tokenize_task,
@@ -52,7 +51,7 @@ from hicd_core.models.bert_train import (
     load_pretrained,
     pretrain_mlm,
 )
-from hicd_core.models.common import ArtifactError
+from hicd_core.models.common import ArtifactError, bucketed_batches
 
 TASK = "readmission_30d"
 
@@ -329,7 +328,8 @@ def test_mlm_masking_rule(cohort: Cohort, vocab: BertVocab) -> None:
 def test_length_bucketing_reduces_padding() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 120, size=5000)
-    batches = length_bucketed_batches(lengths, 64, np.random.default_rng(1))
+    draws = np.random.default_rng(1)
+    batches = bucketed_batches(draws.permutation(len(lengths)), lengths, 64, draws)
     assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
     padded = sum(len(b) * lengths[b].max() for b in batches)
     naive = sum(len(b) * lengths[b].max() for b in np.array_split(rng.permutation(5000), len(batches)))

@@ -72,6 +72,18 @@ class BertFamily:
         return meta["code"].astype(str).tolist(), matrix
 
 
+#: HICD-Graph's ``paper`` preset: every value the paper's Table 8 (GCN) and Table 9 (patient
+#: transformer) give that :class:`~hicd_core.models.graph_model.GraphConfig` has (paper-notes §6.2-6.3).
+#: Table 9's "FP16 mixed precision on CUDA" is ``amp`` (bf16 autocast on CUDA, the default anyway).
+GRAPH_PAPER = {
+    # Table 8: GCN link prediction.
+    "in_dim": 64, "hidden_dim": 128, "out_dim": 128, "gcn_lr": 0.005, "gcn_epochs": 400,
+    # Table 9: patient transformer.
+    "batch_size": 64, "max_epochs": 15, "lr": 2e-5, "weight_decay": 1e-5, "lr_patience": 2,
+    "lr_factor": 0.5, "grad_clip": 1.0, "class_balance": "both", "amp": True,
+}
+
+
 class GraphFamily:
     name = "graph"
 
@@ -80,7 +92,7 @@ class GraphFamily:
 
         config = GraphConfig()
         if preset == "paper":
-            config = replace(config, gcn_epochs=400)
+            config = replace(config, **GRAPH_PAPER)
         return replace(config, gcn_epochs=_scaled(config.gcn_epochs, epochs_scale),
                        max_epochs=_scaled(config.max_epochs, epochs_scale))
 

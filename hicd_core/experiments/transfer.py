@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hicd_core.cohort import TEST, TRAIN, VALIDATION, Cohort
-from hicd_core.stats import binary_metrics, choose_threshold
+from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
@@ -26,12 +26,6 @@ C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 class Encoder(Protocol):
     def encode(self, cohort: Cohort, task: str, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(sample_ids, vectors) of the task's samples in ``split``, encoder frozen."""
-
-
-def _auroc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def probe_transfer(encoder: Encoder, target: Cohort, task: str, seed: int = 0
@@ -52,7 +46,7 @@ def probe_transfer(encoder: Encoder, target: Cohort, task: str, seed: int = 0
             C=strength, max_iter=2000, class_weight="balanced", random_state=seed))
         probe.fit(x_train, y_train)
         val_prob = probe.predict_proba(data[VALIDATION][1])[:, 1]
-        score = _auroc(data[VALIDATION][2], val_prob)
+        score = auroc(data[VALIDATION][2], val_prob)
         if best is None or (np.nan_to_num(score, nan=-1) > np.nan_to_num(best[0], nan=-1)):
             best = (score, strength, probe, val_prob)
     _, strength, probe, val_prob = best

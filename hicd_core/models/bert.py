@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from hicd_core.hierarchy import LEVELS
+
 #: Special code tokens (ids fixed so every vocabulary agrees on them). Hierarchy level vocabularies
 #: reserve id 0 for "no hierarchy" (special tokens, masked positions) and 1 for "unknown level id".
 PAD, CLS, SEP, MASK, UNK = 0, 1, 2, 3, 4
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
 LEVEL_NULL, LEVEL_UNK = 0, 1
-LEVEL_NAMES = ("G0", "G1", "G2")
 
 
 @dataclass
@@ -62,7 +63,7 @@ class BertConfig:
 
     @property
     def enabled_levels(self) -> tuple[str, ...]:
-        return tuple(name for name, on in zip(LEVEL_NAMES, self.setting, strict=True) if on)
+        return tuple(name for name, on in zip(LEVELS, self.setting, strict=True) if on)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -72,10 +73,7 @@ class BertConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BertConfig:
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["setting"] = tuple(kwargs.get("setting", (0, 0, 0)))
-        kwargs["level_vocab_sizes"] = tuple(kwargs.get("level_vocab_sizes", (2, 2, 2)))
-        return cls(**kwargs)
+        return cls(**{k: v for k, v in data.items() if k in known})  # __post_init__ makes lists tuples
 
 
 @dataclass(frozen=True)
@@ -156,11 +154,11 @@ class BertEmbeddings(nn.Module):
         self.segment = nn.Embedding(config.n_segments, d)
         self.levels = nn.ModuleDict({
             name.lower(): nn.Embedding(size, d, padding_idx=LEVEL_NULL)
-            for name, size, on in zip(LEVEL_NAMES, config.level_vocab_sizes, config.setting, strict=True)
+            for name, size, on in zip(LEVELS, config.level_vocab_sizes, config.setting, strict=True)
             if on})
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
-        self.level_index = [LEVEL_NAMES.index(name.upper()) for name in self.levels]
+        self.level_index = [LEVELS.index(name.upper()) for name in self.levels]
 
     def forward(self, codes: torch.Tensor, ages: torch.Tensor, positions: torch.Tensor,
                 segments: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -287,13 +285,3 @@ class HicdBert(nn.Module):
         mlm = mlm_fraction * 2 * (d * d + d * c.code_vocab_size)
         head = 2 * (d * d + d * (d // 2) + d // 2) / max(seq_len, 1)
         return 3.0 * (n * per_layer + mlm + head)
-
-
-def count_by_component(model: HicdBert) -> dict[str, int]:
-    """Parameter counts per top-level component (for model cards and the app)."""
-    out: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        key = name.split(".")[0] if not name.startswith("embeddings.") else ".".join(name.split(".")[:2])
-        out[key] = out.get(key, 0) + p.numel()
-    return out
-

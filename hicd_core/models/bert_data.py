@@ -23,7 +23,6 @@ numpy fancy indexing; no per-sample Python loop and no per-sample copies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +148,6 @@ def build_vocab(cohort: Cohort, scheme: str = "ontology", min_count: int = 1,
     columns = [[vocab.level_id(name, str(value)) for value in table[name]] for name in LEVELS]
     specials = [[LEVEL_NULL] * 3 for _ in SPECIAL_TOKENS]
     vocab.code_levels = specials + [list(x) for x in zip(*columns, strict=True)]
-    vocab._key = ""
     return vocab
 
 
@@ -253,7 +251,6 @@ class TokenizedSamples:
     sample_id: np.ndarray
     label: np.ndarray
     split: np.ndarray
-    max_len: int
     max_visits: int
     pad_multiple: int = 8
 
@@ -270,7 +267,7 @@ class TokenizedSamples:
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Padded batch for sample indices ``idx`` (numpy gathers from the flat arrays)."""
         t = self.tokens
-        starts, lens = self.start[idx], (self.end - self.start)[idx]
+        starts, lens = self.start[idx], self.end[idx] - self.start[idx]
         width = int(lens.max()) if len(idx) else 0
         if self.pad_multiple > 1:  # few distinct shapes: oneDNN/cuBLAS pick kernels per shape
             width = -(-(width + 1) // self.pad_multiple) * self.pad_multiple - 1
@@ -337,8 +334,7 @@ def tokenize_task(tokens: CohortTokens, samples: pd.DataFrame, max_len: int,
     return TokenizedSamples(tokens=tokens, start=start, end=end,
                             sample_id=samples["sample_id"].to_numpy(np.int64),
                             label=samples["label"].to_numpy(np.int8),
-                            split=samples["split"].astype(str).to_numpy(), max_len=max_len,
-                            max_visits=max_visits)
+                            split=samples["split"].astype(str).to_numpy(), max_visits=max_visits)
 
 
 def tokenize_histories(tokens: CohortTokens, cohort: Cohort, max_len: int,
@@ -360,25 +356,7 @@ def tokenize_histories(tokens: CohortTokens, cohort: Cohort, max_len: int,
     return TokenizedSamples(tokens=tokens, start=start[keep], end=end[keep], sample_id=pid[keep],
                             label=np.zeros(int(keep.sum()), np.int8),
                             split=split_of.reindex(pid[keep]).to_numpy(dtype=object).astype(str),
-                            max_len=max_len, max_visits=max_visits)
-
-
-def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                            chunk_batches: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of similar-length samples: shuffle, sort within chunks, shuffle batch order.
-
-    Sorting only inside chunks of ``chunk_batches`` batches keeps batches random enough for SGD while
-    padding stays small (CPU time is proportional to padded tokens).
-    """
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * chunk_batches
-    batches = []
-    for lo in range(0, len(perm), chunk):
-        part = perm[lo:lo + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
+                            max_visits=max_visits)
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int, indices: np.ndarray | None = None,
@@ -396,11 +374,6 @@ def sorted_batches(lengths: np.ndarray, batch_size: int, indices: np.ndarray | N
         out.append(idx[lo:hi])
         lo = hi
     return out
-
-
-def iterate(samples: TokenizedSamples, batches: list[np.ndarray]) -> Iterator[tuple[np.ndarray, dict]]:
-    for b in batches:
-        yield b, samples.batch(b)
 
 
 def mask_for_mlm(batch: dict[str, torch.Tensor], code_levels: torch.Tensor, n_codes: int,

@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -43,7 +42,6 @@ from hicd_core.models.bert_data import (
     TokenizedSamples,
     build_vocab,
     cohort_tokens,
-    length_bucketed_batches,
     mask_for_mlm,
     model_inputs,
     sorted_batches,
@@ -56,6 +54,7 @@ from hicd_core.models.common import (
     ProgressCallback,
     ProgressEvent,
     autocast,
+    bucketed_batches,
     load_artifact,
     load_weights,
     no_progress,
@@ -64,7 +63,7 @@ from hicd_core.models.common import (
     state_dict_cpu,
 )
 from hicd_core.runtime import seed_everything
-from hicd_core.stats import binary_metrics, choose_threshold
+from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
 MODEL_NAME = "hicd-bert"
 VOCAB_FILE = "vocab.json"
@@ -272,10 +271,6 @@ def _cosine_lambda(total: int, warmup: int, lr: float, min_lr: float):
     return factor
 
 
-def _auroc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
-
-
 def _resolve(preset: str, device: str) -> tuple[TrainPreset, torch.device]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -346,7 +341,8 @@ def pretrain_mlm(cohort: Cohort, setting: tuple[int, int, int], *, scheme: str =
         t0 = time.perf_counter()
         model.train()
         losses, n_tok = [], 0
-        for b in length_bucketed_batches(lengths[train_idx], recipe.pretrain_batch, rng):
+        order = rng.permutation(len(train_idx))  # epoch shuffle; bucketed_batches then shuffles batches
+        for b in bucketed_batches(order, lengths[train_idx], recipe.pretrain_batch, rng):
             batch, flat, targets = mask_for_mlm(histories.batch(train_idx[b]), code_levels, vocab.n_codes,
                                                 rng, mask_rate, mask_hierarchy)
             loss = _mlm_loss(model, batch, flat, targets, dev, use_bf16)
@@ -437,7 +433,8 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
         t0 = time.perf_counter()
         model.train()
         total, count, n_tok = 0.0, 0, 0
-        for b in length_bucketed_batches(lengths[train_idx], recipe.finetune_batch, rng):
+        order = rng.permutation(len(train_idx))
+        for b in bucketed_batches(order, lengths[train_idx], recipe.finetune_batch, rng):
             batch = samples.batch(train_idx[b])
             with precision(dev, run.bf16):
                 logits = model(*model_inputs(batch, dev))
@@ -449,7 +446,7 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
             count += len(b)
             n_tok += int(batch["codes"].numel())
         train_seconds = time.perf_counter() - t0
-        val_auroc = _auroc(y_val, run._forward_all(samples, val_idx, "prob"))
+        val_auroc = auroc(y_val, run._forward_all(samples, val_idx, "prob"))
         monitored = 0.5 if math.isnan(val_auroc) else val_auroc
         plateau.step(monitored)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), "val_auroc": val_auroc,
@@ -485,10 +482,7 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
 def _load(path: Path | str, kind: str, expect: dict[str, Any] | None, device: str
           ) -> tuple[dict[str, Any], HicdBert, BertVocab, dict[str, Any], torch.device]:
     path = Path(path)
-    wanted = {"model": MODEL_NAME, "kind": kind}
-    for key, value in (expect or {}).items():
-        wanted[key] = setting_key(value) if key == "setting" and not isinstance(value, str) else value
-    config, tensors, metrics = load_artifact(path, wanted)
+    config, tensors, metrics = load_artifact(path, {"model": MODEL_NAME, "kind": kind, **(expect or {})})
     try:
         vocab = BertVocab.from_json(json.loads((path / VOCAB_FILE).read_text()))
     except FileNotFoundError as exc:

@@ -1,4 +1,5 @@
-"""Plumbing shared by HICD-BERT and HICD-Graph: devices, precision, progress, artifacts, early stopping.
+"""Plumbing shared by HICD-BERT and HICD-Graph: devices, precision, progress, batching, artifacts,
+early stopping.
 
 Artifacts are directories holding ``config.json`` + ``model.safetensors`` + ``metrics.json`` (and any
 extra JSON such as a vocabulary). safetensors cannot execute code on load, so nothing here ever
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hicd_core import CODE_VERSION
+from hicd_core.hierarchy import setting_key
 from hicd_core.runtime import atomic_directory, library_versions
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
@@ -30,8 +33,13 @@ class ArtifactError(RuntimeError):
     """A model directory is missing, truncated, corrupted, or belongs to another configuration."""
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
+def pick_device(requested: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a clear error.
+
+    A ``torch.device`` is returned unchanged, so callers can pass either form through.
+    """
+    if isinstance(requested, torch.device):
+        return requested
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -95,6 +103,25 @@ class EarlyStopping:
         return self.bad_epochs > self.patience
 
 
+def bucketed_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     chunk_batches: int = 50) -> list[np.ndarray]:
+    """Cut an epoch's sample order into batches of similar length, in shuffled batch order.
+
+    ``order`` (indices into ``lengths``: a shuffle, or a weighted sampler's draw) is split into
+    chunks of ``chunk_batches`` batches; each chunk is sorted by length (stable) before cutting, and
+    the batch order is then shuffled with ``rng``. Which samples an epoch sees is unchanged; sorting
+    only inside chunks keeps batches random enough for SGD while padding (and so compute) stays small.
+    """
+    order = np.asarray(order)
+    span = batch_size * chunk_batches
+    batches: list[np.ndarray] = []
+    for lo in range(0, len(order), span):
+        chunk = order[lo: lo + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached, contiguous CPU copy of the weights (for best-checkpoint keeping and saving)."""
     return {name: t.detach().to("cpu").contiguous().clone() for name, t in module.state_dict().items()}
@@ -118,9 +145,12 @@ def load_artifact(path: Path, expect: dict[str, Any] | None = None
     """Read a model directory; raise :class:`ArtifactError` naming the file on any problem.
 
     ``expect`` maps config keys to required values (e.g. ``{"model": "bert", "setting": "011"}``),
-    so loading weights into the wrong configuration fails loudly instead of silently.
+    so loading weights into the wrong configuration fails loudly instead of silently. A ``setting``
+    may also be given as a tuple of switches (``(0, 1, 1)``); it is compared as its key (``'011'``).
     """
     path = Path(path)
+    expect = {key: setting_key(value) if key == "setting" and not isinstance(value, str) else value
+              for key, value in (expect or {}).items()}
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise ArtifactError(f"{path / name} is missing: {path} is not a complete model directory")
@@ -128,7 +158,7 @@ def load_artifact(path: Path, expect: dict[str, Any] | None = None
         config = json.loads((path / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path / CONFIG_FILE} is not valid JSON ({exc})") from exc
-    for key, value in (expect or {}).items():
+    for key, value in expect.items():
         if config.get(key) != value:
             raise ArtifactError(f"{path / CONFIG_FILE} has {key}={config.get(key)!r}, expected {value!r}: "
                                 "this model was trained for another configuration")

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from hicd_core.hierarchy import chapter_titles, level_ids, normalize_codes, setting_key
+from hicd_core.hierarchy import LEVELS, chapter_titles, level_ids, normalize_codes, setting_key
 from hicd_core.hierarchy.icd10 import UNKNOWN, code_index, tree_frame
 
 #: Node kinds: code nodes, then ancestor kinds.
@@ -58,7 +58,6 @@ ANCESTOR_KINDS = {"category": ("chapter", "block", "prefix"), "leaf": ("chapter"
 SCHEME_OF = {"category": "graph", "leaf": "ontology"}
 NAME_PREFIX = {"chapter": "CHAP_", "block": "BLOCK_", "prefix": "PREFIX_", "category": "CAT_"}
 EDGE_KINDS = ("cooccurrence", "hierarchy_G0", "hierarchy_G1", "hierarchy_G2")
-LEVELS = ("G0", "G1", "G2")
 
 NODE_COLUMNS = ("node_id", "name", "kind", "level", "code", "title", "frequency", "chapter")
 EDGE_COLUMNS = ("source", "target", "kind", "weight", "pmi", "count")
@@ -214,11 +213,6 @@ class CodeGraph:
             return np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]), np.concatenate(
                 [weight, weight])
         return np.stack([src, dst]), weight
-
-    def adjacency(self) -> sp.csr_matrix:
-        """Symmetric weighted adjacency (scipy CSR), for neighbourhood queries."""
-        index, weight = self.edge_arrays(symmetric=True)
-        return sp.csr_matrix((weight.astype(np.float64), (index[0], index[1])), shape=(self.n_nodes,) * 2)
 
     # ----------------------------------------------------------------- code -> node mapping
     def map_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -387,6 +381,7 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: tuple[int, int, int], *, 
     edge_parts = [pd.DataFrame({"source": rows, "target": cols, "kind": "cooccurrence", "weight": weight,
                                 "pmi": pmi_kept, "count": counts})]
     offset = n_codes
+    chapter_codes, chapter_names = pd.factorize(code_table["chapter"])  # for each ancestor's display chapter
     for i, (level, kind) in enumerate(zip(LEVELS, ANCESTOR_KINDS[node_level], strict=True)):
         if not setting[i] or n_codes == 0:
             continue
@@ -396,7 +391,6 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: tuple[int, int, int], *, 
                                    shape=(n_codes, len(values)))
         freq = np.asarray(((X @ membership) > 0).sum(axis=0)).ravel().astype(np.int64)
         # Display chapter of an ancestor: the commonest chapter among its codes.
-        chapter_codes, chapter_names = pd.factorize(code_table["chapter"])
         votes = np.zeros((len(values), len(chapter_names)), np.int64)
         np.add.at(votes, (member_idx, chapter_codes), 1)
         chapter_of = np.asarray(chapter_names, dtype=object)[votes.argmax(axis=1)]

@@ -78,7 +78,7 @@ class GraphConfig:
     # Paper: 2e-5 for 15 epochs on full MIMIC-IV (~10^5-10^6 samples). On the default cohort
     # (~14k training samples, all levels, readmission) 1e-3 peaks at epoch 1-3 (0.667) and then
     # overfits, 1e-4 is still rising at epoch 7 (0.671), so 2e-5 would need many more epochs;
-    # 3e-4 reaches 0.671 by epoch 2-4.
+    # 3e-4 reaches 0.671 by epoch 2-4. The sweep's 'paper' preset uses 2e-5 (experiments.families).
     lr: float = 3e-4
     weight_decay: float = 1e-5
     max_epochs: int = 15

@@ -23,7 +23,8 @@ early stopping watches, and the validation-tuned threshold absorbs the shift for
 Inputs: each sample is its anchor visit plus up to 9 earlier visits of the same patient (visits
 with ``visit_index`` <= the anchor's, most recent kept), as padded int tensors [B, V, C] of graph
 node ids built with numpy from a per-visit CSR token list (:class:`VisitIndex`). Batches group
-samples of similar window length (:func:`train_batches`), which cuts padding ~3x.
+samples of similar window length (:func:`hicd_core.models.common.bucketed_batches`), which cuts
+padding ~3x (most windows hold 1-2 visits, a few hold 10).
 
 CPU notes (2 cores, measured): a sweep of small models runs fastest single-threaded when the
 machine is shared -- OpenMP spin-waiting made 2 threads up to 10x slower than 1 -- so the
@@ -43,7 +44,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from hicd_core.cohort.schema import TRAIN, VALIDATION, Cohort
@@ -54,6 +54,7 @@ from hicd_core.models.common import (
     ProgressCallback,
     ProgressEvent,
     autocast,
+    bucketed_batches,
     load_artifact,
     load_weights,
     no_progress,
@@ -71,7 +72,7 @@ from hicd_core.models.graph_model import (
     normalized_adjacency,
 )
 from hicd_core.runtime import seed_everything
-from hicd_core.stats import binary_metrics, choose_threshold
+from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
 MODEL_NAME = "hicd-graph"
 GRAPH_FILE = "graph.json"
@@ -182,12 +183,6 @@ def sample_negatives(n_nodes: int, count: int, forbidden: PairSet, generator: to
     return torch.cat(found, dim=1) if found else torch.zeros(2, 0, dtype=torch.long)
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, score))
-
-
 def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "auto",
               epochs: int | None = None, progress: ProgressCallback | None = None,
               config: GraphConfig | None = None) -> GCNResult:
@@ -202,7 +197,7 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
     config = config or GraphConfig()
     epochs = config.gcn_epochs if epochs is None else int(epochs)
     progress = progress or no_progress
-    dev = pick_device(device) if isinstance(device, str) else device
+    dev = pick_device(device)
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
     n = graph.n_nodes
@@ -246,7 +241,7 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
             z = model(train_adj)
             scores = link_logits(z, eval_pairs).float().cpu().numpy()
         model.train()
-        return _auc(eval_y, scores)
+        return auroc(eval_y, scores)
 
     for epoch in range(1, epochs + 1):
         model.train()
@@ -369,24 +364,6 @@ def _by_length(windows: np.ndarray) -> np.ndarray:
     return np.argsort((windows >= 0).sum(1), kind="stable")
 
 
-def train_batches(picked: np.ndarray, windows: np.ndarray, batch_size: int, rng: np.random.Generator,
-                  chunk_batches: int = 50) -> list[np.ndarray]:
-    """Cut an epoch's sample draw into batches of similar window length.
-
-    ``picked`` (a shuffle, or the weighted sampler's draw) is split into chunks of ``chunk_batches``
-    batches; each chunk is sorted by window length before cutting, and the batch order is shuffled.
-    Which samples an epoch sees is unchanged; padding (most windows hold 1-2 visits, a few hold 10)
-    drops ~3x on the default cohort.
-    """
-    batches = []
-    span = batch_size * chunk_batches
-    for lo in range(0, len(picked), span):
-        chunk = picked[lo: lo + span]
-        chunk = chunk[_by_length(windows[chunk])]
-        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
 def _run_eval(model: PatientTransformer, index: VisitIndex, windows: np.ndarray, device: torch.device,
               batch_size: int, amp: bool, encode: bool = False) -> np.ndarray:
     model.eval()
@@ -424,10 +401,14 @@ class TrainedGraph:
     def setting(self) -> tuple[int, int, int]:
         return self.graph.setting
 
+    def _remember_index(self, cohort: Cohort, index: VisitIndex) -> None:
+        """Cache ``index`` (built with this model's graph) as the visit index of ``cohort``."""
+        self._cache = (cohort.fingerprint, id(cohort), index)
+
     def _index(self, cohort: Cohort) -> VisitIndex:
-        key = (cohort.fingerprint, id(cohort))
-        if self._cache is None or self._cache[:2] != key:
-            self._cache = (*key, visit_index(cohort, self.graph))
+        if self._cache is None or self._cache[:2] != (cohort.fingerprint, id(cohort)):
+            self._remember_index(cohort, visit_index(cohort, self.graph))
+        assert self._cache is not None
         return self._cache[2]
 
     def _windows(self, cohort: Cohort, task: str, split: str | None) -> tuple[pd.DataFrame, VisitIndex,
@@ -465,10 +446,6 @@ class TrainedGraph:
         """The GCN node embeddings (before fine-tuning) with the node table, for embedding analysis."""
         return self.graph.nodes.copy(), self.embeddings.copy()
 
-    def tuned_node_embeddings(self) -> np.ndarray:
-        """The transformer's embedding table after fine-tuning (rows = graph nodes)."""
-        return self.model.node_embedding.weight[: self.graph.n_nodes].detach().float().cpu().numpy()
-
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (GCN and transformer) + ``metrics.json`` +
         ``graph.json`` (node and edge tables) atomically; no pickle anywhere."""
@@ -491,10 +468,7 @@ def load_graph_model(path: str | Path, expect: dict[str, Any] | None = None,
     (a setting may also be given as a tuple).
     """
     path = Path(path)
-    wanted = {"model": MODEL_NAME}
-    for key, value in (expect or {}).items():
-        wanted[key] = setting_key(value) if key == "setting" and not isinstance(value, str) else value
-    config, tensors, metrics = load_artifact(path, wanted)
+    config, tensors, metrics = load_artifact(path, {"model": MODEL_NAME, **(expect or {})})
     try:
         graph = CodeGraph.from_dict(json.loads((path / GRAPH_FILE).read_text()))
         graph_config = GraphConfig(**config["graph_config"])
@@ -517,7 +491,7 @@ def load_graph_model(path: str | Path, expect: dict[str, Any] | None = None,
     model = PatientTransformer(n_nodes, graph_config)
     load_weights(gcn, {k[4:]: v for k, v in tensors.items() if k.startswith("gcn.")}, path)
     load_weights(model, {k[12:]: v for k, v in tensors.items() if k.startswith("transformer.")}, path)
-    dev = pick_device(device) if isinstance(device, str) else device
+    dev = pick_device(device)
     gcn.eval()
     model.to(dev).eval()
     info = {k: config.get(k) for k in ("task", "seed", "cohort_fingerprint", "site", "percentile")}
@@ -528,7 +502,8 @@ def load_graph_model(path: str | Path, expect: dict[str, Any] | None = None,
 
 # ============================================================================ fine-tuning
 def _auroc(y: np.ndarray, prob: np.ndarray) -> float:
-    value = _auc(y, prob)
+    """Validation AUROC for the scheduler and early stopping: 0.5 (chance) when it is undefined."""
+    value = auroc(y, prob)
     return 0.5 if math.isnan(value) else value
 
 
@@ -544,7 +519,7 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
     """
     setting = tuple(int(b) for b in setting)  # type: ignore[assignment]
     progress = progress or no_progress
-    dev = pick_device(device) if isinstance(device, str) else device
+    dev = pick_device(device)
     if gcn is not None:
         config = config or gcn.config
         graph = gcn.graph
@@ -571,6 +546,7 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
         raise ValueError(f"task {task!r} needs train and val samples (got {len(train)} / {len(val)})")
     train_windows = index.windows(train["visit_id"].to_numpy(), config.max_visits)
     val_windows = index.windows(val["visit_id"].to_numpy(), config.max_visits)
+    train_lengths = (train_windows >= 0).sum(1)  # visits per window, for length-bucketed batches
     y_train = train["label"].to_numpy(np.float32)
     y_val = val["label"].to_numpy(np.int64)
     n_pos = float(y_train.sum())
@@ -596,7 +572,7 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
         draw = (torch.multinomial(sample_weight, len(y_train), replacement=True, generator=generator)
                 if use_sampler else torch.randperm(len(y_train), generator=generator)).numpy()
         total, count = 0.0, 0
-        for picked in train_batches(draw, train_windows, config.batch_size, batch_rng):
+        for picked in bucketed_batches(draw, train_lengths, config.batch_size, batch_rng):
             tokens, token_mask, visit_mask = _to_device(index.batch(train_windows[picked]), dev)
             target = targets[picked].to(dev)
             with autocast(dev, enabled=amp):
@@ -637,5 +613,7 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
     gcn_module.eval()
     info = {"task": task, "seed": seed, "cohort_fingerprint": cohort.fingerprint, "site": cohort.site,
             "percentile": graph.meta.get("percentile")}
-    return TrainedGraph(graph=graph, config=config, gcn=gcn_module, model=model, embeddings=gcn.embeddings,
-                        threshold=threshold, metrics=metrics, info=info, device=dev)
+    trained = TrainedGraph(graph=graph, config=config, gcn=gcn_module, model=model, embeddings=gcn.embeddings,
+                           threshold=threshold, metrics=metrics, info=info, device=dev)
+    trained._remember_index(cohort, index)  # the first predict/encode on this cohort reuses it
+    return trained
