@@ -76,8 +76,9 @@ def maps_panel() -> None:
 @st.fragment
 def tightness_panel() -> None:
     """Relationship similarities, the per-chapter heatmap and tightness vs AUROC across settings."""
-    summaries = app_state.stored_embedding_summaries(app_state.finished_runs(ctx.root_key, ctx.version),
-                                                     model, task, int(seed))
+    runs, problem = app_state.finished_runs(ctx.root_key, ctx.version)
+    app_state.show_problem(problem)
+    summaries = app_state.stored_embedding_summaries(runs, model, task, int(seed))
     if not summaries:
         st.info("No stored embedding summaries for these runs.")
         return

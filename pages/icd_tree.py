@@ -20,7 +20,8 @@ ATTRIBUTION_STEPS = 16  # IG steps for the tree colour: a coarse mean over many 
 @st.cache_data(show_spinner="Building the ICD-10-CM tree ...", max_entries=64)
 def cached_table(focus: str | None, include_codes: bool, key: str, _counts: pd.Series | None,
                  _values: pd.Series | None) -> pd.DataFrame:
-    """``key`` names the cohort and colour the unhashed counts and values belong to."""
+    """``key`` names what the unhashed counts and values are computed from: cohort fingerprint,
+    colour, task (outcome rate) or store, run and sample count (mean attribution)."""
     return tree_view.tree_table(code_counts=_counts, values=_values, focus=focus, include_codes=include_codes)
 
 
@@ -36,24 +37,25 @@ def cached_network(root: str, run_id: str, code: str, hops: int, max_nodes: int)
     return charts.graph_network_html(nodes, edges), nodes, edges
 
 
-def attribution_values(cohort: Cohort) -> pd.Series | None:
-    """Mean attribution per node of a chosen run: computed on request (integrated gradients are slow)
-    and cached; None (with the reason on screen) when not available."""
+def attribution_values(cohort: Cohort) -> tuple[pd.Series | None, str]:
+    """Mean attribution per node of a chosen run, and what determines it (store, run, sample count):
+    computed on request (integrated gradients are slow) and cached; None (with the reason on screen)
+    when not available."""
     if app_state.attribution_provider() is None:
         st.info("Mean attributions are not available (the attribution module is missing); colouring by "
                 "frequency instead.")
-        return None
+        return None, ""
     if ctx.store is None or cohort.fingerprint != ctx.info.get("source_fingerprint"):
         st.info("Mean attributions are not available for this cohort: they need the source cohort the "
                 "store's runs were trained on (data source 'Cohorts of the run store'). Colouring by "
                 "frequency instead.")
-        return None
+        return None, ""
     results = app_state.results(ctx.root_key, ctx.version)
     runs = results[(results["kind"] == "task") & results["task"].isin(list(cohort.tasks))] \
         if not results.empty else results
     if runs.empty:
         st.info("Mean attributions are not available yet: no finished run of this cohort's tasks.")
-        return None
+        return None, ""
     labels = {row.run_id: f"{charts.model_name(row.model)} · {setting_label(row.setting)} · {row.task} · "
                           f"seed {row.seed}" for row in runs.itertuples()}
     columns = st.columns([3, 1, 1])
@@ -66,7 +68,7 @@ def attribution_values(cohort: Cohort) -> pd.Series | None:
         if not columns[2].button("Compute", key="tree_attr_go", type="primary"):
             st.info(f"Integrated gradients over {n} test samples take a while on a CPU; press Compute. "
                     "Colouring by frequency until then.")
-            return None
+            return None, ""
         done.add(key)
     task = str(runs.set_index("run_id").loc[run_id, "task"])
     try:
@@ -76,11 +78,11 @@ def attribution_values(cohort: Cohort) -> pd.Series | None:
         done.discard(key)
         st.warning(f"Attributions could not be computed ({type(exc).__name__}: {exc}); colouring by "
                    "frequency instead.")
-        return None
+        return None, ""
     if table.empty:
         st.info("No attribution values came back; colouring by frequency instead.")
-        return None
-    return table.set_index("id")["mean_attribution"]
+        return None, ""
+    return table.set_index("id")["mean_attribution"], f"{ctx.root_key}|{run_id}|{n}"
 
 
 ctx = app_state.context()
@@ -126,6 +128,7 @@ if query:
 # ------------------------------------------------------------------------------------- colours
 counts = app_state.counts_of(cohort.fingerprint, cohort) if cohort is not None else None
 values = None
+values_key = ""  # with the fingerprint and colour, what the colour values are computed from
 rates = None
 colour_label = "billable codes" if cohort is None else "frequency"
 if colour == "outcome rate" and cohort is not None and task is not None:
@@ -133,7 +136,7 @@ if colour == "outcome rate" and cohort is not None and task is not None:
     values = rates["rate"]
     colour_label = f"{task} rate"
 elif colour == "mean attribution" and cohort is not None:
-    values = attribution_values(cohort)
+    values, values_key = attribution_values(cohort)
     if values is not None:
         colour_label = "mean attribution"
 
@@ -149,7 +152,6 @@ if selected is not None and cohort is not None:
         detail[3].metric(f"{task} rate", "too few samples" if not np.isfinite(rate) else f"{rate:.1%}")
     st.caption(f"{selected['code']}: {selected['title']} ({selected['level']}); counts in {cohort.label}.")
 
-values_key = "" if values is None else str(int(pd.util.hash_pandas_object(values).sum()))
 key = f"{cohort.fingerprint if cohort is not None else 'none'}|{colour}|{task}|{values_key}"
 table = cached_table(focus, focus is not None, key, counts, values)
 if values is not None:  # nodes without a value: the overall rate, or no attribution

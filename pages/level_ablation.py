@@ -17,20 +17,15 @@ names = app_state.evaluations(results)
 def results_panel() -> None:
     """Task, metric and display choices rerun only this panel."""
     controls = st.columns([2, 2, 1, 1])
-    evaluation = controls[0].selectbox("Task", names, key="abl_task")
-    metric = controls[1].radio("Metric", list(charts.METRIC_LABELS), format_func=charts.METRIC_LABELS.get,
-                               key="abl_metric", horizontal=True)
-    overlay = controls[2].toggle("Paper overlay", key="abl_paper",
-                                 help="Overlay the paper's published MIMIC-IV / eICU values (Tables 1-3).")
+    evaluation, metric, curve, paper = app_state.curve_controls(
+        ctx, names, controls, key="abl",
+        overlay_help="Overlay the paper's published MIMIC-IV / eICU values (Tables 1-3).")
+    overlay = paper is not None
     marks = controls[3].radio("Marks", ["Holm-corrected p", "raw p"], key="abl_marks",
                               help="Which p-value the * marks on the heatmap use.")
     label = charts.METRIC_LABELS[metric]
 
     st.subheader(f"{label} by hierarchy setting: {evaluation}")
-    curve = app_state.curve(ctx.root_key, ctx.version, evaluation, metric)
-    paper = app_state.paper_values(evaluation, metric) if overlay else None
-    if overlay and paper is not None and paper.empty:
-        st.info(f"The paper reports no {label} for {evaluation}; nothing to overlay.")
     figure = charts.level_curve_figure(curve, metric, paper)
     st.plotly_chart(figure, key="abl_curve", width="stretch")
     intervals = ", ".join(sorted(set(curve["interval"])))

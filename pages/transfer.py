@@ -15,16 +15,12 @@ names = app_state.evaluations(transfer_runs) if not transfer_runs.empty else []
 @st.fragment
 def probe_panel() -> None:
     controls = st.columns([3, 2, 1])
-    evaluation = controls[0].selectbox("Source task -> target task", names, key="tr_task")
-    metric = controls[1].radio("Metric", list(charts.METRIC_LABELS), format_func=charts.METRIC_LABELS.get,
-                               key="tr_metric", horizontal=True)
-    overlay = controls[2].toggle("Paper overlay", key="tr_paper", help="The paper's Table 3 (eICU).")
+    evaluation, metric, curve, paper = app_state.curve_controls(
+        ctx, names, controls, key="tr", task_label="Source task -> target task",
+        overlay_help="The paper's Table 3 (eICU).")
+    overlay = paper is not None
     label = charts.METRIC_LABELS[metric]
     st.subheader(f"Probe {label} on the target site, per setting")
-    curve = app_state.curve(ctx.root_key, ctx.version, evaluation, metric)
-    paper = app_state.paper_values(evaluation, metric) if overlay else None
-    if overlay and paper is not None and paper.empty:
-        st.info(f"The paper reports no {label} for this transfer; nothing to overlay.")
     figure = charts.transfer_figure(curve, metric, paper)
     st.plotly_chart(figure, key="tr_bars", width="stretch")
     st.caption("How to read it: the encoder trained on the source site is frozen; a logistic-regression "
@@ -38,8 +34,8 @@ def probe_panel() -> None:
     app_state.show_problem(comparison)
     cells = app_state.delta_cells(comparison, evaluation, metric, True)
     if not cells.empty:
-        raw = app_state.delta_cells(comparison, evaluation, metric, False)
-        table = cells.rename(columns={"p": "Holm p"}).assign(**{"raw p": raw["p"].to_numpy()})
+        table = cells[["row", "setting", "delta", "p_holm", "p_raw"]].rename(
+            columns={"p_holm": "Holm p", "p_raw": "raw p"})
         table["setting"] = table["setting"].map(charts.setting_label)
         st.markdown(f"**Difference to the flat encoder ({label})**")
         st.dataframe(table, width="stretch", hide_index=True,

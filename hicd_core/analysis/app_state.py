@@ -4,8 +4,8 @@
 Pages stay thin: they call :func:`context` for the current selection and the functions here for
 data, then hand frames to :mod:`hicd_core.analysis.charts`. The pure helpers (no Streamlit calls)
 are unit-tested; the cached wrappers key every result by the store path plus a cheap store
-version (directory and file mtimes), so runs finished by a background sweep appear without a
-restart and finished runs, which never change, are read once.
+version (:func:`store_version`: run folder count and file mtimes), so runs finished by a background
+sweep appear without a restart and finished runs, which never change, are read once.
 """
 
 from __future__ import annotations
@@ -23,25 +23,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from hicd_core.analysis.charts import model_name
+from hicd_core.analysis.charts import METRIC_LABELS, model_name
 from hicd_core.cohort import EICU, MIMIC_IV, Cohort, CohortInputError, cohort_summary, load_cohort
 from hicd_core.experiments import background, report
 from hicd_core.experiments.runstore import RunStore, default_store_root
 from hicd_core.experiments.spec import RunSpec
-from hicd_core.hierarchy import SETTINGS, describe, setting_key
+from hicd_core.hierarchy import describe
 from hicd_core.runtime import data_dir
-from hicd_core.stats import (
-    binary_metrics,
-    bootstrap_indices,
-    delong_ci,
-    load_paper_results,
-    macro_f1,
-    seed_summary,
-)
+from hicd_core.stats import binary_metrics, bootstrap_ci, delong_ci, load_paper_results
 
 STORE_ENV = "HICD_STORE"
 NO_AUTOTRAIN_ENV = "HICD_NO_AUTOTRAIN"
-ALL_SETTINGS = tuple(setting_key(s) for s in SETTINGS)
+ALL_SETTINGS = report.SETTING_ORDER
 #: Session-state key of the context computed by the entry point for the current script run.
 CONTEXT_KEY = "_hicd_context"
 ENTRY_RUN_KEY, SEEN_RUN_KEY = "_hicd_entry_run", "_hicd_seen_run"  # did the entry point run this time?
@@ -250,13 +243,14 @@ def sweep_args(store: RunStore, info: dict, default_bundle: bool, *, models: lis
               "--seeds", ",".join(str(s) for s in seeds)]
     if default_bundle:
         return ["--preset", "default", *subset]
-    specs = [run["spec"] for run in store.finished_runs() if run["spec"]["kind"] == "task"]
+    runs = store.finished_runs()
+    specs = [run["spec"] for run in runs if run["spec"]["kind"] == "task"]
     fields: dict[str, Any] = {"description": "written by the app to extend this store"}
     if specs:
         first = specs[0]
         schemes = {spec["model"]: spec["scheme"] for spec in specs}
         fields |= {"model_preset": first["preset"], "epochs_scale": first["epochs_scale"], "schemes": schemes}
-    has_transfer = any(run["spec"]["kind"] == "transfer" for run in store.finished_runs())
+    has_transfer = any(run["spec"]["kind"] == "transfer" for run in runs)
     fields["transfer"] = bool(has_transfer and info.get("target_path"))
     preset_file = store.root / "app_preset.json"
     preset_file.parent.mkdir(parents=True, exist_ok=True)
@@ -287,18 +281,12 @@ def run_interval(predictions: pd.DataFrame, metric: str, threshold: float, n_res
     if metric == "auroc":
         ci = delong_ci(y, p)
         return ci["auc"], ci["ci_low"], ci["ci_high"], "DeLong 95% CI (one seed)"
-    if metric == "macro_f1":
-        def score(yy: np.ndarray, pp: np.ndarray) -> float:
-            return macro_f1(yy, pp, threshold)
-    else:  # AUPRC, the same definition binary_metrics uses (average precision)
-        from sklearn.metrics import average_precision_score as score
     value = float(binary_metrics(y, p, threshold)[metric])
     if len(np.unique(y)) < 2:
         return value, float("nan"), float("nan"), "no interval (one class in the test split)"
-    draws = [score(y[rows], p[rows]) for rows in bootstrap_indices(len(y), n_resamples, seed)
-             if 0 < y[rows].sum() < len(rows)]
-    low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
-    return value, float(low), float(high), f"bootstrap 95% CI ({n_resamples} resamples, one seed)"
+    # AUPRC is average precision, the definition binary_metrics uses; macro-F1 at the run's threshold.
+    ci = bootstrap_ci(y, p, metric, threshold=threshold, n_resamples=n_resamples, seed=seed)
+    return value, ci["ci_low"], ci["ci_high"], f"bootstrap 95% CI ({n_resamples} resamples, one seed)"
 
 
 def curve_table(results: pd.DataFrame, evaluation: str, metric: str,
@@ -307,40 +295,42 @@ def curve_table(results: pd.DataFrame, evaluation: str, metric: str,
     seeds, else the single run's DeLong / bootstrap interval."""
     rows = []
     part = results[results["evaluation"] == evaluation]
-    for (model, setting), group in part.groupby(["model", "setting"]):
-        values = group[metric].astype(float).to_numpy()
-        if len(group) >= 2:
-            summary = seed_summary(values)
-            value, low, high = summary["mean"], summary["ci_low"], summary["ci_high"]
-            interval = f"t-interval over {len(group)} seeds"
+    first_run = part.drop_duplicates(["model", "setting"]).set_index(["model", "setting"])
+    # One row per (model, setting) in table order (report.seed_summaries sorts by model and setting).
+    for summary in report.seed_summaries(part, (metric,)).itertuples(index=False):
+        model, setting, n_seeds = summary.model, summary.setting, int(summary.n_seeds)
+        if n_seeds >= 2:
+            value, low, high = (getattr(summary, f"{metric}_{end}") for end in ("mean", "ci_low", "ci_high"))
+            interval = f"t-interval over {n_seeds} seeds"
         else:
-            run = group.iloc[0]
+            run = first_run.loc[(model, setting)]
             value, low, high, interval = run_interval(predictions(run["run_id"]), metric,
                                                       float(run["threshold"]))
-        rows.append({"model": model, "setting": setting, "setting_label": report.setting_label(setting),
-                     "value": value, "ci_low": low, "ci_high": high, "n_seeds": len(group),
+        rows.append({"model": model, "setting": setting, "setting_label": summary.setting_label,
+                     "value": value, "ci_low": low, "ci_high": high, "n_seeds": n_seeds,
                      "interval": interval})
-    frame = pd.DataFrame(rows, columns=["model", "setting", "setting_label", "value", "ci_low", "ci_high",
-                                        "n_seeds", "interval"])
-    return frame.assign(rank=frame["setting"].map(ALL_SETTINGS.index)).sort_values(
-        ["model", "rank"]).drop(columns="rank").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=["model", "setting", "setting_label", "value", "ci_low", "ci_high",
+                                       "n_seeds", "interval"])
 
 
 def delta_cells(comparison: pd.DataFrame, evaluation: str | None, metric: str, corrected: bool
                 ) -> pd.DataFrame:
     """Heatmap cells: mean difference to flat over seeds and the largest (most cautious) p-value.
 
-    ``evaluation=None`` takes every evaluation, one row per model and evaluation (the overview).
+    ``p`` is the Holm-corrected p when ``corrected``, else the raw one; ``p_raw`` and ``p_holm``
+    carry both, so a table showing both needs one call. ``evaluation=None`` takes every evaluation,
+    one row per model and evaluation (the overview).
     """
-    columns = ["row", "setting", "delta", "p"]
+    columns = ["row", "setting", "delta", "p", "p_raw", "p_holm"]
     if comparison.empty:
         return pd.DataFrame(columns=columns)
     part = comparison if evaluation is None else comparison[comparison["evaluation"] == evaluation]
-    p_column = f"p_{metric}_holm" if corrected else f"p_{metric}"
     if part.empty or f"delta_{metric}" not in part:
         return pd.DataFrame(columns=columns)
     grouped = part.groupby(["model", "evaluation", "setting"], as_index=False).agg(
-        delta=(f"delta_{metric}", "mean"), p=(p_column, "max"), seeds=("seed", "nunique"))
+        delta=(f"delta_{metric}", "mean"), p_raw=(f"p_{metric}", "max"),
+        p_holm=(f"p_{metric}_holm", "max"), seeds=("seed", "nunique"))
+    grouped["p"] = grouped["p_holm"] if corrected else grouped["p_raw"]
     grouped["row"] = [model_name(m) + (f" · {e}" if evaluation is None else "")
                       + (f" ({n} seeds)" if n > 1 else "")
                       for m, e, n in zip(grouped["model"], grouped["evaluation"], grouped["seeds"],
@@ -348,19 +338,28 @@ def delta_cells(comparison: pd.DataFrame, evaluation: str | None, metric: str, c
     return grouped[columns]
 
 
+@functools.cache
+def _paper_results() -> pd.DataFrame:
+    """The paper's tables, read once per process (a bundled file that never changes; never mutated)."""
+    return load_paper_results()
+
+
 def paper_values(evaluation: str, metric: str) -> pd.DataFrame:
     """The paper's published values for this evaluation and metric (empty when it reports none)."""
     table = PAPER_TABLES.get(evaluation)
     if table is None or metric not in ("auroc", "macro_f1"):
         return pd.DataFrame(columns=["model", "setting", "value", "significant", "dataset"])
-    paper = load_paper_results()
+    paper = _paper_results()
     rows = paper[(paper["table"] == table) & (paper["metric"] == metric)]
     return rows[["model", "setting", "value", "significant", "dataset"]].reset_index(drop=True)
 
 
 def numbers_table(results: pd.DataFrame, comparison: pd.DataFrame, evaluation: str, metric: str
                   ) -> pd.DataFrame:
-    """Per run: the metric, its difference to flat and both p-values (raw and Holm)."""
+    """Per run: the metric, its difference to flat and both p-values (raw and Holm).
+
+    ``results`` is :func:`report.results`, already in (model, evaluation, seed, setting) order; the
+    left merge keeps that order."""
     part = results[results["evaluation"] == evaluation]
     columns = ["model", "setting", "setting_label", "seed", "auroc", "auprc", "macro_f1", "n", "n_pos"]
     table = part[columns].copy()
@@ -368,8 +367,7 @@ def numbers_table(results: pd.DataFrame, comparison: pd.DataFrame, evaluation: s
         cmp = comparison[comparison["evaluation"] == evaluation][
             ["model", "seed", "setting", f"delta_{metric}", f"p_{metric}", f"p_{metric}_holm"]]
         table = table.merge(cmp, on=["model", "seed", "setting"], how="left")
-    table = table.assign(rank=table["setting"].map(ALL_SETTINGS.index)).sort_values(["model", "seed", "rank"])
-    return table.drop(columns="rank").reset_index(drop=True)
+    return table.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------- cohort views
@@ -639,20 +637,31 @@ def store_info(root: str, version: str) -> dict:
         return {}
 
 
+#: What a damaged or foreign store raises while being read (unreadable or missing files, bad JSON or
+#: parquet, missing fields). Anything else is a bug and must show as one, not as a damaged store.
+STORE_ERRORS = (OSError, ValueError, KeyError, json.JSONDecodeError)
+
+
+def _failure(what: str, exc: Exception) -> str:
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
 def _guarded(what: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """A damaged file in a store must give a message, not a traceback: an empty frame whose
     ``attrs['error']`` says what failed (:func:`show_problem` prints it)."""
     try:
         return build()
-    except Exception as exc:
+    except STORE_ERRORS as exc:
         frame = pd.DataFrame()
-        frame.attrs["error"] = f"{what} failed: {type(exc).__name__}: {exc}"
+        frame.attrs["error"] = _failure(what, exc)
         return frame
 
 
-def show_problem(frame: pd.DataFrame) -> None:
-    if frame.attrs.get("error"):
-        st.warning(f"{frame.attrs['error']}. The store may be damaged or written by another version.")
+def show_problem(problem: pd.DataFrame | str | None) -> None:
+    """The warning for a store read that failed: a :func:`_guarded` frame or a message (or nothing)."""
+    message = problem.attrs.get("error") if isinstance(problem, pd.DataFrame) else problem
+    if message:
+        st.warning(f"{message}. The store may be damaged or written by another version.")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -661,8 +670,12 @@ def results(root: str, version: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def finished_runs(root: str, version: str) -> list[dict]:
-    return RunStore(root).finished_runs()
+def finished_runs(root: str, version: str) -> tuple[list[dict], str | None]:
+    """(finished runs, None), or ([], what failed) when the store cannot be read (:func:`show_problem`)."""
+    try:
+        return RunStore(root).finished_runs(), None
+    except STORE_ERRORS as exc:
+        return [], _failure("Reading the finished runs", exc)
 
 
 @st.cache_data(show_spinner="Comparing each setting with the flat model (DeLong, paired bootstrap) ...",
@@ -754,14 +767,19 @@ def _maybe_autotrain(root: Path, info: dict, default_bundle: bool, running: bool
     return None
 
 
-def _offer_default_training(root: Path, info: dict, default_bundle: bool) -> None:
+def _offer_default_training(root: Path, info: dict, default_bundle: bool, version: str) -> None:
     """A button (never an automatic start) that trains the default preset: into an empty store the
-    user named, or into the default bundle when auto-start is off and runs are missing."""
+    user named, or into the default bundle when auto-start is off and runs are missing.
+
+    Whether the default runs are all finished comes from the cached :func:`listing` of this store
+    version (which includes them on the default bundle), not from a scan of the run folders."""
     if default_bundle:
         expected = default_expected_runs(info)
-        store = RunStore(root)
-        if expected and all(store.is_finished(run_id) for run_id in expected):
-            return
+        if expected:
+            runs = listing(str(root), version, default_bundle)
+            finished = set(runs.loc[runs["status"] == "finished", "run_id"]) if "run_id" in runs else set()
+            if finished.issuperset(expected):
+                return
         label = "Train the default bundle"
     elif not info and not (root / "runs").is_dir():
         label = "Train the default preset into this store"
@@ -884,7 +902,7 @@ def sidebar() -> AppContext:
                 st.info(message)
             (_running_status if running else _idle_status)(str(root), version)
             if not running:
-                _offer_default_training(root, info, default_bundle)
+                _offer_default_training(root, info, default_bundle, version)
     _keep_sidebar_values()
     return AppContext(store_root=root, store=RunStore(root) if problem is None else None,
                       store_problem=problem, launch_default=launch_default, default_bundle=default_bundle,
@@ -1004,6 +1022,25 @@ def downloads(key: str, data: pd.DataFrame, figure: Any | None = None, name: str
                                    on_click="ignore", icon=":material/download:")
 
 
+def curve_controls(ctx: AppContext, names: list[str], columns: list[Any], *, key: str,
+                   task_label: str = "Task", overlay_help: str
+                   ) -> tuple[str, str, pd.DataFrame, pd.DataFrame | None]:
+    """The task selectbox, metric radio and paper-overlay toggle of a per-setting results chart, drawn
+    in the first three of ``columns`` (keys ``{key}_task``, ``{key}_metric``, ``{key}_paper``), and
+    the data they select: ``(evaluation, metric, curve, paper)``. ``curve`` is :func:`curve` with its
+    intervals; ``paper`` is the paper's values, or None when the overlay is off. When the paper
+    reports nothing for the choice, an info says there is nothing to overlay."""
+    evaluation = columns[0].selectbox(task_label, names, key=f"{key}_task")
+    metric = columns[1].radio("Metric", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
+                              key=f"{key}_metric", horizontal=True)
+    overlay = columns[2].toggle("Paper overlay", key=f"{key}_paper", help=overlay_help)
+    table = curve(ctx.root_key, ctx.version, evaluation, metric)
+    paper = paper_values(evaluation, metric) if overlay else None
+    if paper is not None and paper.empty:
+        st.info(f"The paper reports no {METRIC_LABELS[metric]} for {evaluation}; nothing to overlay.")
+    return evaluation, metric, table, paper
+
+
 def start_training(ctx: AppContext, **subset: Any) -> bool:
     """Start a background sweep of exactly these runs in the current store (False if one runs)."""
     if ctx.store is None:
@@ -1013,14 +1050,18 @@ def start_training(ctx: AppContext, **subset: Any) -> bool:
 
 
 
-def neighbours_table(codes: list[str], matrix: np.ndarray, code: str, k: int = 10) -> pd.DataFrame:
-    """The ``k`` codes closest in cosine to ``code`` under one setting, with titles and chapters."""
-    from hicd_core.experiments.embeddings import code_labels, nearest_neighbours
+def neighbours_table(codes: list[str], matrix: np.ndarray, points: pd.DataFrame, code: str, k: int = 10
+                     ) -> pd.DataFrame:
+    """The ``k`` codes closest in cosine to ``code`` under one setting, with titles and chapters.
+
+    ``points`` is the bundle's :func:`embedding_points` frame, which already labels every code row
+    (neighbours are code rows only: graph ancestor nodes are never candidates)."""
+    from hicd_core.experiments.embeddings import nearest_neighbours
 
     table = nearest_neighbours(matrix, codes, code, k=k)
-    labels = code_labels(table["code"].tolist())
-    table["chapter"] = labels["chapter"].to_numpy()
-    table["title"] = [describe(str(c).replace(".", "")) for c in table["code"]]
+    labels = points.drop_duplicates("code").set_index("code")
+    table["chapter"] = labels["chapter"].reindex(table["code"]).to_numpy()
+    table["title"] = labels["title"].reindex(table["code"]).to_numpy()
     return table
 
 
@@ -1029,8 +1070,8 @@ def neighbours(root: str, run_id: str, code: str, k: int = 10) -> pd.DataFrame:
     bundle = embedding_bundle(root, run_id)
     if bundle is None:
         return pd.DataFrame(columns=["rank", "code", "cosine", "chapter", "title"])
-    codes, matrix, _ = bundle
-    return neighbours_table(codes, matrix, code, k)
+    codes, matrix, points = bundle
+    return neighbours_table(codes, matrix, points, code, k)
 
 
 @st.cache_data(show_spinner="Computing integrated-gradients attributions over test samples ...",
