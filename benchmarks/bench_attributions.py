@@ -30,14 +30,20 @@ N_STEPS = 32
 
 
 def _store_and_cohort() -> tuple[Any, Any, str]:
-    from hicd_core.analysis import patient_view as view
+    from hicd_core.cohort import load_cohort
     from hicd_core.experiments.runstore import RunStore
 
-    env = os.environ.get(view.STORE_ENV)
+    env = os.environ.get("HICD_STORE")
     if env:
-        store = view.resolve_store(env)
-        return store, view.store_cohort(store), "HICD_STORE"
-    from hicd_core.cohort import load_cohort
+        store = RunStore(Path(env).expanduser())
+        info = store.store_info()
+        if not info.get("source_path"):
+            raise SystemExit(f"HICD_STORE={env}: no store.json naming its source cohort")
+        cohort = load_cohort(info["source_site"], info["source_path"],
+                             split_seed=int(info.get("source_split_seed", 0) or 0))
+        if info.get("source_fingerprint") and cohort.fingerprint != info["source_fingerprint"]:
+            raise SystemExit(f"HICD_STORE={env}: the source cohort changed since the models were trained")
+        return store, cohort, "HICD_STORE"
     from hicd_core.cohort.synthetic import write_synthetic
     from hicd_core.experiments.spec import load_preset
     from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs

@@ -4,74 +4,80 @@ clinician review panel. A thin view over :mod:`hicd_core.analysis`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pandas as pd
 import streamlit as st
 
 from hicd_core.analysis import app_state, reviews
 from hicd_core.analysis import attributions as attr_lib
 from hicd_core.analysis import patient_view as view
+from hicd_core.analysis.charts import model_name
+from hicd_core.cohort import Cohort
 from hicd_core.experiments.report import setting_label
+from hicd_core.experiments.runstore import RunStore
 
 STEP_CHOICES = (16, 32, 64, 128)
+#: What reading a damaged or half-written store raises (files, JSON / parquet content, missing keys).
+READ_ERRORS = (OSError, ValueError, KeyError)
+#: What computing attributions raises for a run or sample that is not there (anything else is a bug
+#: and keeps its traceback, e.g. the token-order consistency check).
+ATTRIBUTION_ERRORS = (OSError, KeyError)
 
 
-@st.cache_resource(show_spinner="Loading the cohort the models were trained on ...")
-def cached_cohort(root: str):
-    return view.store_cohort(view.resolve_store(root))
-
-
-@st.cache_resource(show_spinner="Loading trained models ...", max_entries=32)
-def cached_model(root: str, run_id: str):
-    return attr_lib.load_model(view.resolve_store(root), run_id)
+def _message(exc: Exception) -> str:
+    """The exception's own words (``str`` of a KeyError adds quotes), else its class name."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return text or type(exc).__name__
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_runs(root: str, stamp: float):
-    """Finished task runs; ``stamp`` (results.parquet mtime) makes a newly finished run show up."""
-    return view.task_runs(view.resolve_store(root))
+def cached_runs(root: str, version: str) -> pd.DataFrame:
+    """Finished task runs; ``version`` (the sidebar's store version) makes a newly finished run show up."""
+    return view.task_runs(RunStore(root))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def cached_candidates(root: str, run_id: str, task: str):
-    return view.test_candidates(view.resolve_store(root), run_id, cached_cohort(root), task)
+def cached_candidates(root: str, run_id: str, fingerprint: str, task: str, _cohort: Cohort) -> pd.DataFrame:
+    return view.test_candidates(RunStore(root), run_id, _cohort, task)
 
 
-@st.cache_data(show_spinner="Computing integrated-gradients attributions ...", max_entries=64)
-def cached_report(root: str, runs: tuple[tuple[str, str], ...], task: str, sample_id: int, n_steps: int):
-    store = view.resolve_store(root)
-    return attr_lib.explain_patient(store, dict(runs), cached_cohort(root), task, sample_id, n_steps,
-                                    loader=lambda run_id: cached_model(root, run_id))
-
-
-app_state.context()  # the shared sidebar (and its run store) when this page is opened on its own
+ctx = app_state.context()  # the shared sidebar: run store and cohorts
 st.title("Patient explanations")
 st.caption("One test patient: the visits the model saw, the predicted risk under every trained hierarchy "
            "setting, and which hierarchical tokens drove it (Captum integrated gradients). De-identified "
            "indices only.")
 
-try:
-    store = view.resolve_store(view.store_root(st.session_state))
-    root = str(store.root)
-    cohort = cached_cohort(root)
-    runs = cached_runs(root, (store.root / "results.parquet").stat().st_mtime
-                       if (store.root / "results.parquet").exists() else 0.0)
-except view.StoreError as problem:
-    st.info(str(problem))
+problem = view.store_problem(ctx.store_root, ctx.store)
+if problem or ctx.store is None:
+    st.info(problem)
     st.stop()
-except (OSError, ValueError, KeyError) as exc:
-    st.info(f"The run store could not be read ({type(exc).__name__}). Check {view.STORE_ENV} or retrain.")
+store = ctx.store
+try:
+    runs = cached_runs(ctx.root_key, ctx.version)
+except READ_ERRORS as exc:
+    st.error(f"The run store at {ctx.store_root} could not be read: {_message(exc)}")
+    st.stop()
+if runs.empty:
+    st.info(f"The run store at {ctx.store_root} has no finished task runs yet.")
     st.stop()
 
-if cohort.synthetic:
-    st.warning(f"SYNTHETIC data — {cohort.site}, {len(cohort.patients):,} generated patients, not real "
-               "people. Attributions show what the models learned from a simulation.",
-               icon=":material/science:")
-else:
-    st.caption(f"Cohort: {cohort.label}")
+# The cohort the store's runs were trained on: the sidebar's when it shows the store's cohorts (the
+# same cached object), else loaded through the same cache from store.json.
+data = ctx.data if ctx.data.mode == "store" else app_state.store_cohorts(ctx.info)
+problem = view.cohort_problem(ctx.store_root, ctx.info, data.source, data.errors)
+if problem or data.source is None:
+    st.info(problem)
+    st.stop()
+cohort = data.source
+app_state.banner(replace(ctx, data=data))  # this page's data is the store's cohort, whatever the sidebar
+st.caption(f"Cohort: {cohort.label}, {len(cohort.patients):,} patients"
+           + (" (generated, not real people: attributions show what the models learned from a simulation)."
+              if cohort.synthetic else "."))
 
 controls = st.columns(4)
 models = sorted(runs["model"].unique())
-model = controls[0].selectbox("Model", models, format_func=lambda m: view.MODEL_NAMES.get(m, m),
-                              key="pt_model")
+model = controls[0].selectbox("Model", models, format_func=model_name, key="pt_model")
 tasks = sorted(runs.loc[runs["model"] == model, "task"].unique())
 task = controls[1].selectbox("Task", tasks, key="pt_task")
 seeds = sorted(runs.loc[(runs["model"] == model) & (runs["task"] == task), "seed"].unique())
@@ -81,7 +87,11 @@ reference = controls[3].selectbox("Filter on the risk of", list(by_setting), for
                                   key="pt_reference",
                                   help="Whose stored test predictions the risk filter and the list use.")
 
-candidates = cached_candidates(root, by_setting[reference], task)
+try:
+    candidates = cached_candidates(ctx.root_key, by_setting[reference], cohort.fingerprint, task, cohort)
+except READ_ERRORS as exc:
+    st.error(f"The stored test predictions of run {by_setting[reference]} could not be read: {_message(exc)}")
+    st.stop()
 filters = st.columns([1, 2, 1])
 label = filters[0].radio("Label", ["all", "1", "0"], horizontal=True, key="pt_label")
 risk = filters[1].slider("Stored predicted risk", 0.0, 1.0, (0.0, 1.0), 0.01, key="pt_risk")
@@ -103,17 +113,18 @@ n_steps = st.select_slider("Integration steps", STEP_CHOICES, value=32, key="pt_
                            help="More steps make integrated gradients more exact (smaller delta) and slower.")
 
 try:
-    report = cached_report(root, tuple(by_setting.items()), task, int(sample_id), int(n_steps))
-except (FileNotFoundError, KeyError, RuntimeError) as exc:
-    st.info(f"Attributions could not be computed for this sample ({type(exc).__name__}).")
+    with st.spinner("Computing integrated-gradients attributions ..."):
+        # attributions.py caches models and attributions in-process: a repeat visit is a cache hit.
+        report = attr_lib.explain_patient(store, by_setting, cohort, task, int(sample_id), int(n_steps))
+        config = attr_lib.load_model(store, by_setting[reference], family=model).config
+except ATTRIBUTION_ERRORS as exc:
+    st.error(f"Attributions could not be computed for this sample: {_message(exc)}")
     st.stop()
 
 st.subheader(f"Patient {report.patient_id} · sample {report.sample_id} · label {report.label}")
-window = ("its most recent tokens up to the model's length limit" if model == "bert"
-          else "its 10 most recent visits")
-st.caption(f"{view.MODEL_NAMES.get(model, model)}, task {task}, seed {seed}. History = visits 0 to "
-           f"{report.anchor_visit_index} (the anchor); the model reads {window}. Attributions computed in "
-           f"{report.seconds:.2f} s{' (from cache)' if report.cached else ''}.")
+st.caption(f"{model_name(model)}, task {task}, seed {seed}. History = visits 0 to "
+           f"{report.anchor_visit_index} (the anchor); the model reads {view.history_window(model, config)}. "
+           f"Attributions computed in {report.seconds:.2f} s{' (from cache)' if report.cached else ''}.")
 
 st.markdown("#### Visit timeline")
 st.plotly_chart(view.timeline_figure(report.timeline), key="pt_timeline", width="stretch")
@@ -192,11 +203,14 @@ def review_panel(report) -> None:
             st.success("Review saved.")
         except reviews.ReviewError as exc:
             st.error(str(exc))
-    earlier = reviews.list_reviews(report.patient_id)
+    # Patient indices restart in every cohort: only reviews under this report's runs (their ids carry
+    # the cohort fingerprint) are of this patient.
+    earlier = reviews.list_reviews(report.patient_id,
+                                   run_ids=[a.run_id for a in report.attributions.values()])
     if earlier.empty:
-        st.caption("No reviews of this patient yet.")
+        st.caption("No reviews of this patient under these runs yet.")
     else:
-        st.markdown(f"Earlier reviews of patient {report.patient_id}")
+        st.markdown(f"Earlier reviews of patient {report.patient_id} under these runs")
         st.dataframe(earlier, hide_index=True, width="stretch", key="review_table")
     st.download_button("Export all reviews (CSV)", reviews.export_csv, file_name="reviews.csv",
                        mime="text/csv", key="review_export", on_click="ignore")

@@ -362,7 +362,7 @@ def test_patient_page_missing_store(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert any("No run store" in i.value for i in at.info)
 
 
-def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store) -> None:
+def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store, small_source_cohort) -> None:
     at = _page(monkeypatch, tiny_store.root).run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Patient explanations"
@@ -376,7 +376,7 @@ def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store) -> None:
     picker = at.selectbox(key="pt_sample")
     current = picker.value
     first_run = view.runs_by_setting(view.task_runs(tiny_store), "bert", TASK, 0)["000"]
-    cands = view.test_candidates(tiny_store, first_run, view.store_cohort(tiny_store), TASK)
+    cands = view.test_candidates(tiny_store, first_run, small_source_cohort, TASK)
     other = int(cands.loc[cands["sample_id"] != current, "sample_id"].iloc[-1])
     picker.set_value(other).run()
     assert not at.exception, at.exception

@@ -40,10 +40,9 @@ import time
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,14 +134,6 @@ class Attribution:
         totals = self.table.groupby("kind", sort=False)["attribution"].sum()
         return totals.rename(self.setting)
 
-    def visit_totals(self) -> pd.DataFrame:
-        """Attribution per visit (columns as in :meth:`component_totals`)."""
-        if self.model == "bert":
-            cols = [f"attr_{c}" for c in self.components] + ["attr_total"]
-            return self.table.groupby("visit_index", sort=True)[cols].sum().reset_index()
-        return self.table.pivot_table(index="visit_index", columns="kind", values="attribution",
-                                      aggfunc="sum", fill_value=0.0).reset_index()
-
 
 @dataclass
 class PatientReport:
@@ -170,14 +161,12 @@ class PatientReport:
         order = [c for c in (*COMPONENTS, *GRAPH_KIND_LEVEL) if c in frame.columns]
         return frame[list(dict.fromkeys(order))]
 
-    def long_table(self) -> pd.DataFrame:
-        """All settings' per-position (per-node) tables stacked, with ``setting`` and ``run_id``."""
-        frames = [a.table.assign(setting=s, run_id=a.run_id) for s, a in self.attributions.items()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
 
 # ============================================================================ caches
-_LOCK = threading.RLock()  # Captum hooks live on the modules: one attribution at a time per process
+#: Captum hooks live on the modules: one integrated-gradients pass at a time per process. Held for a
+#: whole pass (seconds), so the cache dicts have their own short lock: a cache hit never waits on it.
+_LOCK = threading.RLock()
+_CACHE_LOCK = threading.Lock()
 _ATTR_CACHE: OrderedDict[tuple, Attribution] = OrderedDict()
 _MODEL_CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _SLICE_CACHE: OrderedDict[tuple, Cohort] = OrderedDict()
@@ -186,7 +175,7 @@ ATTR_CACHE_SIZE, MODEL_CACHE_SIZE, SLICE_CACHE_SIZE = 512, 24, 64
 
 
 def _remember(cache: OrderedDict, key: tuple, value: Any, size: int) -> Any:
-    with _LOCK:
+    with _CACHE_LOCK:
         cache[key] = value
         cache.move_to_end(key)
         while len(cache) > size:
@@ -195,7 +184,7 @@ def _remember(cache: OrderedDict, key: tuple, value: Any, size: int) -> Any:
 
 
 def _recall(cache: OrderedDict, key: tuple) -> Any:
-    with _LOCK:
+    with _CACHE_LOCK:
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
@@ -204,7 +193,7 @@ def _recall(cache: OrderedDict, key: tuple) -> Any:
 
 def clear_caches() -> None:
     """Forget cached models, patient slices and attributions (e.g. after a store is rebuilt)."""
-    with _LOCK:
+    with _CACHE_LOCK:
         _ATTR_CACHE.clear()
         _MODEL_CACHE.clear()
         _SLICE_CACHE.clear()
@@ -219,17 +208,21 @@ def run_info(store: RunStore, run_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def load_model(store: RunStore, run_id: str, device: str = "cpu") -> Any:
-    """The trained model of a run, loaded once per process (keyed by its directory and mtime)."""
+def load_model(store: RunStore, run_id: str, device: str = "cpu", *, family: str | None = None) -> Any:
+    """The trained model of a run, loaded once per process (keyed by its directory and mtime).
+
+    ``family`` (``bert``/``graph``, the run spec's ``model``) saves reading ``run.json`` when the
+    caller already has it; it is read only when the model is not cached yet.
+    """
     from hicd_core.experiments.families import FAMILIES
 
-    info = run_info(store, run_id)
     path = store.run_dir(run_id) / "model"
     stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
     key = (str(path), stamp, device)
     model = _recall(_MODEL_CACHE, key)
     if model is None:
-        loaded = FAMILIES[info["spec"]["model"]].load(path, device)
+        family = family or run_info(store, run_id)["spec"]["model"]
+        loaded = FAMILIES[family].load(path, device)
         model = _remember(_MODEL_CACHE, key, loaded, MODEL_CACHE_SIZE)
     return model
 
@@ -447,9 +440,10 @@ def bert_attributions(trained: Any, cohort: Cohort, task: str, sample_ids: Itera
 # ============================================================================ HICD-Graph
 #: The straight-line IG path from zero is integrated in two pieces, [0, 0.05] and [0.05, 1], each with
 #: half of the steps: the visit LayerNorm makes the model almost scale-invariant in a visit's
-#: embeddings, so most of the change happens near zero. Same path and definition, finer quadrature
-#: where it matters: on the synthetic default the convergence delta is ~3x smaller than one
-#: Gauss-Legendre pass with the same number of model evaluations (benchmarks/bench_attributions.py).
+#: embeddings, so most of the change happens near zero. Same path and definition, with finer
+#: quadrature where it matters. The convergence delta this reaches is measured per setting
+#: (``max_abs_delta`` / ``max_relative_delta`` in benchmarks/bench_attributions.py, and the test
+#: suite's delta bound); no single-pass alternative is benchmarked against it.
 GRAPH_PATH_CUTS = (0.0, 0.05, 1.0)
 
 
@@ -572,16 +566,21 @@ def attribute(trained: Any, cohort: Cohort, task: str, sample_ids: Iterable[int]
 
 
 def explain_sample(store: RunStore, run_id: str, cohort: Cohort, task: str, sample_id: int,
-                   n_steps: int = DEFAULT_STEPS, *, loader: Callable[[str], Any] | None = None
+                   n_steps: int = DEFAULT_STEPS, *, spec: Mapping[str, Any] | None = None
                    ) -> tuple[Attribution, bool]:
-    """Attributions of one sample under one run, cached; returns ``(attribution, was_cached)``."""
+    """Attributions of one sample under one run, cached; returns ``(attribution, was_cached)``.
+
+    ``spec`` is the run's ``run.json`` spec when the caller has read it already (else read here,
+    on a cache miss only).
+    """
     key = (run_id, cohort.fingerprint, task, int(sample_id), int(n_steps))
     hit = _recall(_ATTR_CACHE, key)
     if hit is not None:
         return hit, True
-    trained = loader(run_id) if loader is not None else load_model(store, run_id)
-    setting = run_info(store, run_id)["spec"]["setting"]
-    result = attribute(trained, cohort, task, [sample_id], n_steps=n_steps, run_id=run_id, setting=setting)[0]
+    spec = spec if spec is not None else run_info(store, run_id)["spec"]
+    trained = load_model(store, run_id, family=spec["model"])
+    result = attribute(trained, cohort, task, [sample_id], n_steps=n_steps, run_id=run_id,
+                       setting=spec["setting"])[0]
     return _remember(_ATTR_CACHE, key, result, ATTR_CACHE_SIZE), False
 
 
@@ -637,29 +636,22 @@ def _ordered(run_ids_by_setting: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def explain_patient(store: RunStore, run_ids_by_setting: Mapping[str, str], cohort: Cohort, task: str,
-                    patient_sample_id: int, n_steps: int = DEFAULT_STEPS, *,
-                    loader: Callable[[str], Any] | None = None,
-                    progress: Callable[[int, int, str], None] | None = None) -> PatientReport:
+                    patient_sample_id: int, n_steps: int = DEFAULT_STEPS) -> PatientReport:
     """One patient sample under every given setting of ONE model family: risks side by side plus
-    attributions, each cached by (run, cohort, task, sample, n_steps).
-
-    ``loader(run_id)`` may supply models from the caller's own cache (the app's
-    ``st.cache_resource``); by default models are loaded once per process. ``progress(i, n, setting)``
-    is called before each setting.
+    attributions, each cached in-process by (run, cohort, task, sample, n_steps); models are loaded
+    once per process. ``report.cached`` says whether every setting came from that cache.
     """
     started = time.perf_counter()
     row = _sample_row(cohort, task, patient_sample_id)
-    families = {run_info(store, r)["spec"]["model"] for r in run_ids_by_setting.values()}
+    specs = {r: run_info(store, r)["spec"] for r in run_ids_by_setting.values()}  # one read per run
+    families = {spec["model"] for spec in specs.values()}
     if len(families) != 1:
         raise ValueError(f"explain_patient needs runs of one model family, got {sorted(families)}")
     attributions: dict[str, Attribution] = {}
     risk_rows, all_cached = [], True
-    ordered = _ordered(run_ids_by_setting)
-    for i, (setting, run_id) in enumerate(ordered):
-        if progress is not None:
-            progress(i, len(ordered), setting)
+    for setting, run_id in _ordered(run_ids_by_setting):
         attr, was_cached = explain_sample(store, run_id, cohort, task, int(patient_sample_id), n_steps,
-                                          loader=loader)
+                                          spec=specs[run_id])
         all_cached &= was_cached
         attributions[setting] = attr
         risk_rows.append({"setting": setting, "setting_label": setting_label(setting), "run_id": run_id,
@@ -767,8 +759,7 @@ def level_totals(attr: Attribution) -> pd.Series:
 
 
 def mean_attribution_by_code(store: RunStore, run_id: str, cohort: Cohort, task: str,
-                             sample_ids: Iterable[int], n_steps: int = DEFAULT_STEPS, *,
-                             loader: Callable[[str], Any] | None = None) -> pd.DataFrame:
+                             sample_ids: Iterable[int], n_steps: int = DEFAULT_STEPS) -> pd.DataFrame:
     """Mean attribution per tree node over several samples (for colouring the ICD tree).
 
     Every occurrence of a code (HICD-BERT: the code token's code + level attribution; HICD-Graph:
@@ -777,7 +768,7 @@ def mean_attribution_by_code(store: RunStore, run_id: str, cohort: Cohort, task:
     ``n_samples``. Costs one IG pass per patient (batched over that patient's samples).
     """
     ids = list(dict.fromkeys(int(s) for s in sample_ids))
-    trained = loader(run_id) if loader is not None else load_model(store, run_id)
+    trained = load_model(store, run_id)
     results = attribute(trained, cohort, task, ids, n_steps=n_steps, run_id=run_id)
     sums: dict[str, list[float]] = {}
     levels: dict[str, tuple[str, str]] = {}
@@ -855,11 +846,3 @@ def report_html(report: PatientReport) -> str:
         parts.append(_html_table(attr.table))
     parts.append("<p>De-identified indices only; no source identifiers or dates.</p></body></html>")
     return "\n".join(parts)
-
-
-def save_report(report: PatientReport, folder: Path | str) -> Path:
-    """Write :func:`report_zip` to ``folder`` (CLI and notebook use)."""
-    path = Path(folder) / f"patient_{report.patient_id}_sample_{report.sample_id}_{report.model}.zip"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(report_zip(report))
-    return path

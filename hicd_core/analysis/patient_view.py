@@ -1,17 +1,13 @@
-"""Data and figures for the Patient page: which store and cohort, which runs, which test patients.
+"""Data and figures for the Patient page: which runs, which test patients, and its figures.
 
-The app shell will own a shared sidebar; until then the page finds its run store through
-``$HICD_STORE`` (else :func:`~hicd_core.experiments.runstore.default_store_root`) and reloads the
-cohort the store was trained on from ``store.json``. Everything that decides that lives in
-:func:`resolve_store` / :func:`store_cohort`, so swapping in the shared state is a one-line change.
+The page takes its run store and cohort from the shared sidebar (:mod:`hicd_core.analysis.app_state`);
+:func:`store_problem` and :func:`cohort_problem` say in plain words why it cannot show anything yet.
 
 Figure builders are pure (data in, ``go.Figure`` out) and unit-testable; none of them logs.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,63 +18,49 @@ import plotly.graph_objects as go
 from hicd_core.analysis.attributions import COMPONENTS, Attribution, PatientReport
 from hicd_core.cohort.schema import TEST, Cohort
 from hicd_core.experiments.report import SETTING_ORDER, setting_label
-from hicd_core.experiments.runstore import RunStore, default_store_root
+from hicd_core.experiments.runstore import RunStore
 from hicd_core.hierarchy import chapter_order
 
-STORE_ENV = "HICD_STORE"
-#: Where the app shell leaves the sidebar's selection (an object with ``store_root``), when present.
-SHARED_CONTEXT_KEY = "_hicd_context"
 COMPONENT_COLOURS = {"code": "#4c78a8", "G0": "#f58518", "G1": "#e45756", "G2": "#72b7b2", "age": "#54a24b",
                      "position": "#b279a2", "segment": "#9d755d"}
 KIND_COLOURS = {"code": "#4c78a8", "chapter": "#f58518", "block": "#e45756", "prefix": "#72b7b2",
                 "category": "#72b7b2"}
-MODEL_NAMES = {"bert": "HICD-BERT", "graph": "HICD-Graph"}
-
-
-class StoreError(RuntimeError):
-    """Why the page cannot show anything yet (shown to the user as a plain ``st.info``)."""
 
 
 # ============================================================================ store and cohort
-def store_root(state: Mapping[str, Any] | None = None) -> Path:
-    """The sidebar's run store when the app shell chose one (``state`` = ``st.session_state``),
-    else ``$HICD_STORE``, else the default run store."""
-    shared = getattr(state.get(SHARED_CONTEXT_KEY) if state is not None else None, "store_root", None)
-    if shared:
-        return Path(shared)
-    env = os.environ.get(STORE_ENV, "").strip()
-    return Path(env).expanduser() if env else default_store_root()
+def store_problem(root: Path, store: RunStore | None) -> str | None:
+    """Why the sidebar's run store cannot be shown (missing, not a store), else None."""
+    if store is None or not (Path(root) / "store.json").is_file():
+        return (f"No run store at {root}. Train models first (Level ablation page or "
+                "`python -m hicd_core sweep`), or pick another run store in the sidebar ($HICD_STORE "
+                "sets the one opened at launch).")
+    return None
 
 
-def resolve_store(root: Path | str | None = None) -> RunStore:
-    """The run store to show; raises :class:`StoreError` when it is missing or has no finished run."""
-    path = Path(root) if root is not None else store_root()
-    store = RunStore(path)
-    if not (path / "store.json").is_file():
-        raise StoreError(f"No run store at {path}. Train models first (Level ablation page or "
-                           f"`python -m hicd_core sweep`), or point {STORE_ENV} at a store.")
-    if task_runs(store).empty:
-        raise StoreError(f"The run store at {path} has no finished task runs yet.")
-    return store
-
-
-def store_cohort(store: RunStore, role: str = "source") -> Cohort:
-    """Reload the cohort a store was trained on (``store.json``: site, path, split seed)."""
-    from hicd_core.cohort import load_cohort
-
-    info = store.store_info()
-    site, path = info.get(f"{role}_site"), info.get(f"{role}_path")
+def cohort_problem(root: Path, info: dict, cohort: Cohort | None, errors: list[str] | tuple[str, ...] = ()
+                   ) -> str | None:
+    """Why the cohort the store was trained on (``cohort``, loaded from ``store.json``'s recorded
+    source) cannot be used for attributions, else None. Sample ids and patient indices are only
+    meaningful in the very cohort the models were trained on, so a changed one is refused."""
+    site, path = info.get("source_site"), info.get("source_path")
     if not site or not path:
-        raise StoreError(f"store.json of {store.root} does not say where its {role} cohort came from.")
-    if not Path(path).exists():
-        raise StoreError(f"The {role} cohort of this store ({site}) is no longer at its recorded path.")
-    split_seed = int(info.get(f"{role}_split_seed", info.get("source_split_seed", 0)) or 0)
-    cohort = load_cohort(site, path, split_seed=split_seed)
-    expected = info.get(f"{role}_fingerprint")
+        return f"store.json of {root} does not say where its source cohort came from."
+    if cohort is None:
+        detail = " ".join(errors)
+        return (f"The source cohort of this store ({site}) is no longer at its recorded path."
+                + (f" {detail}" if detail else ""))
+    expected = info.get("source_fingerprint")
     if expected and cohort.fingerprint != expected:
-        raise StoreError(f"The {role} cohort changed since the models were trained (fingerprint "
-                           f"{cohort.fingerprint} != {expected}); retrain or restore the data.")
-    return cohort
+        return (f"The source cohort changed since the models were trained (fingerprint "
+                f"{cohort.fingerprint} != {expected}); retrain or restore the data.")
+    return None
+
+
+def history_window(model: str, config: Any) -> str:
+    """What part of the history the model reads, from its trained config."""
+    if model == "bert":
+        return f"its most recent tokens, at most {int(config.max_len)} including [CLS]"
+    return f"its {int(config.max_visits)} most recent visits"
 
 
 def task_runs(store: RunStore) -> pd.DataFrame:

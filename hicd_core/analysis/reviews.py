@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -120,16 +120,26 @@ def add_review(reviewer: str, run_id: str, model: str, setting: str, task: str, 
         return int(cursor.lastrowid or 0)
 
 
-def list_reviews(patient_index: int | None = None, *, run_id: str | None = None, model: str | None = None,
-                 task: str | None = None, reviewer: str | None = None,
-                 path: Path | str | None = None) -> pd.DataFrame:
-    """Reviews (newest first), optionally for one patient / run / model / task / reviewer."""
-    where, params = [], []
+def list_reviews(patient_index: int | None = None, *, run_id: str | None = None,
+                 run_ids: Iterable[str] | None = None, model: str | None = None, task: str | None = None,
+                 reviewer: str | None = None, path: Path | str | None = None) -> pd.DataFrame:
+    """Reviews (newest first), optionally for one patient / run / model / task / reviewer.
+
+    ``run_ids`` keeps reviews of any of these runs only (an empty collection matches none). A
+    patient index is dense per cohort and restarts in every cohort, so "patient 42" names a person
+    only together with the runs (whose ids carry the cohort fingerprint) it was reviewed under.
+    """
+    where: list[str] = []
+    params: list[object] = []
     for column, value in (("patient_index", patient_index), ("run_id", run_id), ("model", model),
                           ("task", task), ("reviewer", reviewer)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(int(value) if column == "patient_index" else str(value))
+    if run_ids is not None:
+        ids = list(dict.fromkeys(str(r) for r in run_ids))
+        where.append(f"run_id IN ({', '.join('?' * len(ids))})" if ids else "0")
+        params.extend(ids)
     sql = f"SELECT {', '.join(COLUMNS)} FROM reviews"
     if where:
         sql += " WHERE " + " AND ".join(where)
