@@ -273,14 +273,37 @@ def test_parallel_sweep_survives_a_killed_worker(small_source_cohort, small_targ
     thread.start()
     deadline = time.time() + 300
     killed = False
+    seen: list = []
     while time.time() < deadline and thread.is_alive() and not killed:
         workers = multiprocessing.active_children()
+        seen.append(len(workers))
         started = (store.root / "runs").is_dir() and any((store.root / "runs").iterdir())
         if workers and started:  # a pool worker is mid-run: kill the newest
             os.kill(workers[-1].pid, signal.SIGKILL)
             killed = True
         time.sleep(0.2)
     thread.join(timeout=600)
-    assert killed, "no worker to kill: the sweep finished before a worker started a run"
+    assert killed, f"no worker to kill: the sweep finished before a worker started a run {seen[-5:]} {result}"
     assert set(result.values()) == {"finished"}, result
     assert len(store.results_table()) == len(specs)
+
+
+def test_parallel_sweep_does_not_rerun_the_callers_main_script(small_source_cohort, small_target_cohort,
+                                                              tmp_path: Path, monkeypatch) -> None:
+    """Spawned workers would re-run a ``__main__`` file (a script without a main guard, or a page
+    AppTest installed there); the sweep spawns them with an empty ``__main__`` instead."""
+    import types
+
+    script = tmp_path / "caller.py"
+    script.write_text("raise SystemExit('the caller script ran again inside a worker')\n")
+    caller = types.ModuleType("__main__")
+    caller.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", caller)
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    preset = load_preset("tiny").with_overrides(models=("graph",), settings=parse_settings("000"),
+                                                transfer=False)
+    specs = expected_runs(preset, cohorts, "cpu")
+    store = RunStore(tmp_path / "store")
+    outcome = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs, workers=2)
+    assert set(outcome.values()) == {"finished"}, [store.failure(r) for r in outcome]
+    assert sys.modules["__main__"] is caller

@@ -23,6 +23,7 @@ import queue
 import sys
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -225,6 +226,21 @@ def _child_thread_env(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """Spawned workers re-run the parent's ``__main__`` when it is a file (multiprocessing's spawn
+    rule): a script without a main guard, or a Streamlit page that AppTest installed as ``__main__``,
+    would then run again inside every worker and kill it. The workers need nothing from it, so they
+    are spawned while ``__main__`` is an empty module."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def _die_with_parent() -> None:
     """On Linux, have the kernel kill this worker when the sweep process dies (a killed sweep must
     not leave workers writing into the store behind a resumed one)."""
@@ -239,17 +255,25 @@ def _die_with_parent() -> None:
 
 def _worker_init(store_root: str, descriptor: dict, device: str, embeddings: bool, threads: int,
                  events: Any) -> None:
-    """Start of a worker process: its thread count, its own cohorts and a Sweep over the store."""
+    """Start of a worker process: its thread count, its own cohorts and a Sweep over the store.
+
+    A failure here is kept and raised by every task of the worker, so the runs fail with its message
+    (an exception escaping an initializer only breaks the pool, without saying why)."""
     import torch
 
     _die_with_parent()
     torch.set_num_threads(threads)
-    cohorts = Cohorts.from_descriptor(descriptor)
-    _WORKER["sweep"] = Sweep(RunStore(Path(store_root)), cohorts, device=device, callback=events.put,
-                             embeddings=embeddings)
+    try:
+        cohorts = Cohorts.from_descriptor(descriptor)
+        _WORKER["sweep"] = Sweep(RunStore(Path(store_root)), cohorts, device=device, callback=events.put,
+                                 embeddings=embeddings)
+    except Exception as exc:
+        _WORKER["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def _worker_run(group: list[tuple[str, RunSpec]]) -> dict[str, str]:
+    if "error" in _WORKER:
+        raise RuntimeError(f"the worker process could not start: {_WORKER['error']}")
     sweep: Sweep = _WORKER["sweep"]
     sweep._prepared.clear()  # one group's pretraining is never needed by the next group
     sweep._trained.clear()
@@ -432,12 +456,22 @@ class Sweep:
                 except queue.Empty:
                     return
 
+        def fail(group: list[tuple[str, RunSpec]], detail: str) -> dict[str, str]:
+            """Record the group's unfinished runs as failed with ``detail``."""
+            failed: dict[str, str] = {}
+            for run_id, spec in group:
+                if not self.store.is_finished(run_id):
+                    self.store.mark_failed(run_id, spec, detail)
+                    failed[run_id] = "failed"
+                    relay(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None, detail))
+            return failed
+
         def run_pool(groups: list[list[tuple[str, RunSpec]]], size: int
                      ) -> tuple[dict[str, str], list[list[tuple[str, RunSpec]]]]:
             """Finished outcomes, and the groups a broken pool did not finish."""
             done: dict[str, str] = {}
             broken: list[list[tuple[str, RunSpec]]] = []
-            with _child_thread_env(threads), ProcessPoolExecutor(
+            with _child_thread_env(threads), _plain_main(), ProcessPoolExecutor(
                     max_workers=size, mp_context=context, initializer=_worker_init,
                     initargs=initargs) as pool:
                 futures = {pool.submit(_worker_run, group): group for group in groups}
@@ -450,6 +484,8 @@ class Sweep:
                             done.update(future.result())
                         except BrokenProcessPool:
                             broken.append(futures[future])
+                        except Exception as exc:  # the worker could not start: its message, per run
+                            done.update(fail(futures[future], str(exc)))
             relay_pending()  # the workers have exited, so everything they sent is readable
             return done, broken
 
@@ -459,13 +495,9 @@ class Sweep:
             left = [(run_id, spec) for run_id, spec in group if not self.store.is_finished(run_id)]
             done, still_broken = run_pool([left], 1) if left else ({}, [])
             outcome.update(done)
-            for run_id, spec in (still_broken[0] if still_broken else []):
-                if self.store.is_finished(run_id):
-                    continue
-                detail = "the worker process running this run died (killed or out of memory)"
-                self.store.mark_failed(run_id, spec, detail)
-                outcome[run_id] = "failed"
-                relay(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None, detail))
+            for crashed in still_broken:
+                outcome.update(fail(crashed, "the worker process running this run died (killed or out of "
+                                             "memory)"))
         for run_id, _ in todo:  # runs of a retried group that finished before the crash
             if run_id not in outcome and self.store.is_finished(run_id):
                 outcome[run_id] = "finished"
