@@ -16,7 +16,9 @@ Measured 2026-11-27 on the 2-core development machine (idle; default synthetic c
   pretrain 150, fine-tune 193, first epochs ("start") 83, embeddings + UMAP 128, Graph transformer
   152, GCN 38, transfer 56, evaluate 14.
 * ``sweep_bert_8_settings``: 281 s wall, 554 worker-s (16 runs); ``sweep_graph_8_settings``: 110 s
-  wall, 206 worker-s.
+  wall, 206 worker-s. Re-run an hour later after the review clean-up: 305 s and 127 s with the
+  same AUROCs; the machine was slower then (``transformer_throughput`` on the pre-clean-up commit:
+  3,150 samples/s against 3,523 earlier, and 3,280 on the new code).
 * ``sweep_tiny``: 51 s with two workers vs 80 s in one process (``sweep_tiny_1worker``): 1.57x.
   Before the worker thread pools were capped (OMP/BLAS/numba at one thread each) the same two
   workers took 183 s.
