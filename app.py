@@ -1,18 +1,19 @@
 """HICD Explorer: ``streamlit run app.py``.
 
-The entry point only builds the navigation and the shared sidebar (data source, run store,
-background training); every page lives in ``pages/`` and is a thin view over ``hicd_core``.
-The sidebar's selection is computed once per run and handed to the page (``app_state.context()``).
+The entry point builds the navigation (Streamlit's ``st.navigation`` pattern; the pages are the
+scripts in ``hicd_app/views/``), shows a server's first start step by step, and draws the shared
+sidebar (run store, data source, background training) before running the chosen page.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from hicd_core.analysis import app_state
+from hicd_app import startup
+from hicd_app.navigation import PAGE_CONFIG, navigation_pages
 
-st.set_page_config(**app_state.PAGE_CONFIG)
-
-navigation = st.navigation(app_state.navigation_pages())
-app_state.entry_sidebar()
-navigation.run()
+st.set_page_config(**PAGE_CONFIG)
+page = st.navigation(navigation_pages())
+startup.prepare()
+startup.sidebar()
+page.run()

@@ -44,6 +44,6 @@ class Clock:
 def default_cohort(patients: int | None = None) -> Cohort:
     """The project's synthetic default source cohort (written once into the data dir, then cached)."""
     from hicd_core.cohort import load_cohort
-    from hicd_core.experiments.sweep import synthetic_default_dir
+    from hicd_core.synthetic import ensure_default
 
-    return load_cohort("mimic-iv", synthetic_default_dir(patients) / "mimic-iv")
+    return load_cohort("mimic-iv", ensure_default(patients) / "mimic-iv")

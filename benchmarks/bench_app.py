@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PAGES = ("pages/overview.py", "pages/icd_tree.py", "pages/level_ablation.py", "pages/embeddings.py",
-         "pages/transfer.py", "pages/patient.py")
+PAGES = tuple(f"hicd_app/views/{name}.py" for name in ("overview", "icd_tree", "level_ablation", "embeddings",
+                                                      "transfer", "patient"))
 REPEATS = 3
 TARGET_S = 2.0
 
@@ -40,11 +40,11 @@ def tiny_store() -> Path:
     if os.environ.get("HICD_STORE"):
         return Path(os.environ["HICD_STORE"])
     from hicd_core.cohort import load_cohort
-    from hicd_core.cohort.synthetic import write_synthetic
     from hicd_core.experiments.runstore import RunStore
     from hicd_core.experiments.spec import load_preset
     from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
     from hicd_core.runtime import data_dir
+    from hicd_core.synthetic import write_synthetic
 
     base = data_dir() / "bench"
     synthetic = base / "synthetic"

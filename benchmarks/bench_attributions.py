@@ -44,10 +44,10 @@ def _store_and_cohort() -> tuple[Any, Any, str]:
         if info.get("source_fingerprint") and cohort.fingerprint != info["source_fingerprint"]:
             raise SystemExit(f"HICD_STORE={env}: the source cohort changed since the models were trained")
         return store, cohort, "HICD_STORE"
-    from hicd_core.cohort.synthetic import write_synthetic
     from hicd_core.experiments.spec import load_preset
     from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
     from hicd_core.runtime import data_dir
+    from hicd_core.synthetic import write_synthetic
 
     root = data_dir() / "bench" / "attributions"
     synthetic = root / "synthetic"

@@ -47,9 +47,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks import Clock, default_cohort  # noqa: E402
+from hicd_core.hierarchy import Setting  # noqa: E402
 
 TASKS = ("readmission_30d", "emergency_next")
-SETTING = (1, 1, 1)
+SETTING = Setting.ALL
 
 
 # ------------------------------------------------------------------------------------- matmul peak
@@ -140,10 +141,9 @@ def run_setting(cohort: Any, setting: tuple[int, int, int] = SETTING, preset: st
                 patience: int | None = None, tasks: tuple[str, ...] = TASKS, **pretrain_kwargs: Any
                 ) -> dict[str, Any]:
     """Pretrain one setting, fine-tune every task from it; times, AUROCs and learning curves."""
-    from hicd_core.hierarchy import setting_key
     from hicd_core.models.bert_train import finetune, pretrain_mlm
 
-    out: dict[str, Any] = {"setting": setting_key(setting), "preset": preset}
+    out: dict[str, Any] = {"setting": setting.key, "preset": preset}
     with Clock() as clock:
         pre = pretrain_mlm(cohort, setting, preset=preset, seed=seed, device="cpu", epochs=pretrain_epochs,
                            **pretrain_kwargs)
@@ -157,8 +157,9 @@ def run_setting(cohort: Any, setting: tuple[int, int, int] = SETTING, preset: st
         total_wall += clock.wall
         total_cpu += clock.cpu
         test = run.metrics["test"]
-        out[task] = {"wall_s": clock.wall, "cpu_s": clock.cpu, "val_auroc": run.metrics["val"]["auroc"],
-                     "test_auroc": test["auroc"], "test_macro_f1": test["macro_f1"],
+        out[task] = {"wall_s": clock.wall, "cpu_s": clock.cpu,
+                     "val_auroc": run.metrics["validation"]["auroc"], "test_auroc": test["auroc"],
+                     "test_macro_f1": test["macro_f1"],
                      "best_epoch": run.metrics["best_epoch"], "epochs_run": run.metrics["stopped_epoch"],
                      "val_auroc_curve": [round(h["val_auroc"], 4) for h in run.history]}
     out.update(total_wall_s=total_wall, total_cpu_s=total_cpu)

@@ -6,7 +6,7 @@ Run one or all::
     .venv/bin/python -m benchmarks.bench_graph                      # all of them here, JSON per line
 
 ``BENCHMARKS`` maps a name to a function returning a dict of figures. The default cohort is the
-project's synthetic default (``hicd_core.cohort.synthetic``: 12,000 patients, ~17k admissions).
+project's synthetic default (``hicd_core.synthetic``: 12,000 patients, ~17k admissions).
 The full-scale diagnoses table (430k admissions, 4.8M rows, ~1,900 categories: MIMIC-IV size) is
 generated with numpy here in a few seconds (real ICD-10-CM categories, Zipf popularity, two theme
 blocks per patient so that co-occurrence has structure). Timings taken on a shared machine are
@@ -28,7 +28,7 @@ import pandas as pd
 
 from benchmarks import Clock, default_cohort
 from hicd_core.cohort.schema import MIMIC_IV, TEST, TRAIN, VALIDATION, Cohort
-from hicd_core.hierarchy import SETTINGS, setting_key
+from hicd_core.hierarchy import SETTINGS, Setting
 from hicd_core.hierarchy.icd10 import tree_frame
 
 
@@ -170,8 +170,8 @@ def _timed_build(cohort: Cohort, setting: tuple[int, int, int], **kwargs: Any) -
 def bench_graph_build_default() -> dict[str, Any]:
     cohort = default_cohort()
     return {"admissions": len(cohort.visits), "rows": len(cohort.diagnoses), **machine(),
-            "all_levels": _timed_build(cohort, (1, 1, 1)), "flat": _timed_build(cohort, (0, 0, 0)),
-            "leaf_all_levels": _timed_build(cohort, (1, 1, 1), node_level="leaf")}
+            "all_levels": _timed_build(cohort, Setting.ALL), "flat": _timed_build(cohort, Setting.FLAT),
+            "leaf_all_levels": _timed_build(cohort, Setting.ALL, node_level="leaf")}
 
 
 def bench_graph_build_full() -> dict[str, Any]:
@@ -180,7 +180,7 @@ def bench_graph_build_full() -> dict[str, Any]:
     return {"admissions": len(cohort.visits), "rows": len(cohort.diagnoses),
             "categories": int(cohort.diagnoses["category"].nunique()), "generate": generated.figures(),
             **machine(),
-            "all_levels": _timed_build(cohort, (1, 1, 1)), "flat": _timed_build(cohort, (0, 0, 0))}
+            "all_levels": _timed_build(cohort, Setting.ALL), "flat": _timed_build(cohort, Setting.FLAT)}
 
 
 def bench_gcn_learning_curve(epochs: int = 400) -> dict[str, Any]:
@@ -189,12 +189,12 @@ def bench_gcn_learning_curve(epochs: int = 400) -> dict[str, Any]:
 
     out: dict[str, Any] = machine()
     with threads(1):
-        for setting in ((0, 0, 0), (1, 1, 1)):
+        for setting in (Setting.FLAT, Setting.ALL):
             graph = build_graph(default_cohort(), setting)
             with Clock() as took:
                 result = train_gcn(graph, seed=0, device="cpu", epochs=epochs)
-            points = {p["epoch"]: round(p["link_auc"], 4) for p in result.curve if "link_auc" in p}
-            out[setting_key(setting)] = {"cpu_ms_per_epoch": round(1000 * took.cpu / epochs, 1),
+            points = {p["epoch"]: round(p["link_auc"], 4) for p in result.history if "link_auc" in p}
+            out[setting.key] = {"cpu_ms_per_epoch": round(1000 * took.cpu / epochs, 1),
                                          "auc_by_epoch": points, "nodes": graph.n_nodes,
                                          "edges": len(graph.edges)}
     return out
@@ -210,14 +210,15 @@ def bench_gcn_epochs_downstream(task: str = "readmission_30d", epochs: tuple[int
     val_samples = int((cohort.tasks[task]["split"] == VALIDATION).sum())
     out: dict[str, Any] = {"task": task, "val_samples": val_samples, **machine()}
     with threads(1):
-        for setting in ((0, 0, 0), (1, 1, 1)):
+        for setting in (Setting.FLAT, Setting.ALL):
             graph = build_graph(cohort, setting)
             for n_epochs in epochs:
                 config = GraphConfig(gcn_epochs=n_epochs)
                 gcn = train_gcn(graph, seed=0, device="cpu", config=config)
                 model = train_graph_model(cohort, task, setting, seed=0, device="cpu", gcn=gcn, config=config)
-                out[f"{setting_key(setting)}_gcn{n_epochs}"] = {
-                    "link_auc": round(gcn.link_auc, 4), "val_auroc": round(model.metrics["val"]["auroc"], 4)}
+                out[f"{setting.key}_gcn{n_epochs}"] = {
+                    "link_auc": round(gcn.link_auc, 4),
+                    "val_auroc": round(model.metrics["validation"]["auroc"], 4)}
     return out
 
 
@@ -227,7 +228,7 @@ def bench_gcn_epoch() -> dict[str, Any]:
 
     out: dict[str, Any] = machine()
     for name, cohort in (("default", default_cohort()), ("full", full_scale_cohort())):
-        graph = build_graph(cohort, (1, 1, 1))
+        graph = build_graph(cohort, Setting.ALL)
         out[name] = {"nodes": graph.n_nodes, "edges": len(graph.edges)}
         for n in (1, 2):
             with threads(n), Clock() as took:
@@ -245,7 +246,7 @@ def bench_transformer_throughput() -> dict[str, Any]:
     from hicd_core.models.graph_train import build_graph, visit_index
 
     cohort = default_cohort()
-    graph = build_graph(cohort, (1, 1, 1))
+    graph = build_graph(cohort, Setting.ALL)
     config = GraphConfig()
     with Clock() as indexed:
         index = visit_index(cohort, graph)
@@ -289,11 +290,11 @@ def bench_all_settings(cohort: Cohort | None = None, task: str = "readmission_30
         for setting in SETTINGS:
             with Clock() as took:
                 model = train_graph_model(cohort, task, setting, seed=0, device="cpu")
-            rows[setting_key(setting)] = {
-                **took.figures(), "gcn_s": round(model.metrics["gcn_seconds"], 1),
+            rows[setting.key] = {
+                **took.figures(), "gcn_s": round(model.metrics["pretrain_seconds"], 1),
                 "link_auc": round(model.metrics["link_auc"], 4),
-                "val_auroc": round(model.metrics["val"]["auroc"], 4),
-                "best_epoch": model.metrics["best_epoch"], "epochs": len(model.metrics["curve"])}
+                "val_auroc": round(model.metrics["validation"]["auroc"], 4),
+                "best_epoch": model.metrics["best_epoch"], "epochs": model.metrics["stopped_epoch"]}
     return {"total": total.figures(), "threads": used, "task": task, "samples": len(cohort.tasks[task]),
             **machine(), "settings": rows}
 

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # executed as a script from a checkout that is no
 
 from benchmarks import Clock  # noqa: E402
 from hicd_core import stats  # noqa: E402
+from hicd_core.hierarchy import SETTINGS  # noqa: E402
 
 N = 20_000
 N_RESAMPLES = 1000
@@ -41,7 +42,7 @@ def _predictions(n: int = N, seed: int = SEED) -> pd.DataFrame:
     y = (rng.random(n) < 0.2).astype(np.int8)
     shared = rng.normal(size=n)
     frames = []
-    for k, setting in enumerate(stats.SETTING_ORDER):
+    for k, setting in enumerate(SETTINGS):
         logit = (0.9 + 0.03 * k) * y + shared + 0.6 * rng.normal(size=n) - 1.0
         prob = np.round(1 / (1 + np.exp(-logit)), 4)
         frames.append(pd.DataFrame({"setting": setting, "sample_id": np.arange(n), "label": y,
@@ -75,7 +76,7 @@ def run() -> dict[str, float | int | str]:
     y = by["000"]["label"].to_numpy()
     flat = by["000"]["prob"].to_numpy()
     t_flat = float(by["000"]["threshold"].iloc[0])
-    others = [s for s in stats.SETTING_ORDER if s != "000"]
+    others = [s for s in SETTINGS if not s.is_flat]
     probs = {s: by[s]["prob"].to_numpy() for s in others}
     thr = {s: float(by[s]["threshold"].iloc[0]) for s in others}
     fig: dict[str, float | int | str] = {

@@ -24,7 +24,7 @@ _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from hicd_core.cohort.synthetic import write_synthetic
+from hicd_core.synthetic import write_synthetic
 t1 = time.perf_counter()
 summary = write_synthetic(Path(sys.argv[1]), seed=int(sys.argv[2]), scale=sys.argv[3])
 t2 = time.perf_counter()

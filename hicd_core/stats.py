@@ -38,19 +38,18 @@ import pandas as pd
 from scipy import stats as sps
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from hicd_core.hierarchy.levels import FLAT, setting_rank
+
 __all__ = [
-    "BOOTSTRAP_METRICS", "FLAT_SETTING", "PAPER_RESULTS_PATH", "SETTING_ORDER", "THRESHOLD_GRID",
+    "BOOTSTRAP_METRICS", "PAPER_RESULTS_PATH", "THRESHOLD_GRID",
     "auroc", "binary_metrics", "bootstrap_ci", "bootstrap_indices", "choose_threshold", "compare_to_flat",
     "delong_ci", "delong_test", "expected_calibration_error", "holm", "load_paper_results", "macro_f1",
-    "paired_bootstrap", "seed_summary", "setting_sort_key",
+    "paired_bootstrap", "seed_summary",
 ]
 
 #: The paper's threshold sweep: 200 evenly spaced values in [0.01, 0.99] (notes §5.4, §6.3).
 THRESHOLD_GRID: np.ndarray = np.linspace(0.01, 0.99, 200)
 BOOTSTRAP_METRICS = ("macro_f1", "auprc", "auroc")
-FLAT_SETTING = "000"
-#: Result-table order of the settings as (G0, G1, G2) keys: none, G0, G1, G2, G0+G1, G0+G2, G1+G2, all.
-SETTING_ORDER = ("000", "100", "010", "001", "110", "101", "011", "111")
 PAPER_RESULTS_PATH = Path(__file__).resolve().parents[1] / "assets" / "paper_results.csv"
 
 _CHUNK_CELLS = 4_000_000  # indices per vectorised block of resamples (~32 MB of int64)
@@ -540,10 +539,6 @@ _COMPARE_COLUMNS = (
 )
 
 
-def setting_sort_key(setting: str) -> tuple[int, str]:
-    return (SETTING_ORDER.index(setting) if setting in SETTING_ORDER else len(SETTING_ORDER), setting)
-
-
 def _compare_block(
     y: np.ndarray,
     probs: dict[str, np.ndarray],
@@ -581,7 +576,7 @@ def compare_to_flat(
     frame: pd.DataFrame,
     n_resamples: int = 1000,
     seed: int = 0,
-    flat: str = FLAT_SETTING,
+    flat: str = FLAT,
 ) -> pd.DataFrame:
     """Each hierarchy setting vs the flat baseline for ONE (model, task, seed), as the paper tests.
 
@@ -610,7 +605,7 @@ def compare_to_flat(
     if ((labels.max(axis=1) - labels.min(axis=1)) > 0).any():
         raise ValueError("labels differ between settings for the same sample_id")
     y_all = labels.max(axis=1).to_numpy()
-    settings = sorted((s for s in thresholds.index if s != flat), key=setting_sort_key)
+    settings = sorted((s for s in thresholds.index if s != flat), key=lambda s: (setting_rank(s), s))
     thr = {s: float(thresholds.loc[s, "min"]) for s in [flat, *settings]}
     complete = probs.notna().all(axis=1).to_numpy()
     if complete.all():  # usual case: one pass, every setting scored on the same resamples

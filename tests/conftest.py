@@ -47,7 +47,7 @@ def demo_cohort(demo_dir: Path):
 @pytest.fixture(scope="session")
 def small_synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small two-site synthetic dataset with a strong hierarchy signal (seconds to write)."""
-    from hicd_core.cohort.synthetic import write_synthetic
+    from hicd_core.synthetic import write_synthetic
 
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(out, seed=0, hierarchy_signal=0.9, n_source_patients=2500, n_target_patients=1200)

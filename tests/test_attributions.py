@@ -1,5 +1,5 @@
 """Captum attributions (HICD-BERT components, HICD-Graph nodes), tree roll-ups, the patient report and
-its cache, clinician reviews under concurrency, and the Patient page through AppTest."""
+its cache, and clinician reviews under concurrency (the page itself: tests/app/test_patient_page.py)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from hicd_core.analysis import attributions as A
 from hicd_core.analysis import patient_view as view
 from hicd_core.analysis import reviews
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = str(REPO / "pages" / "patient.py")
 TASK = "readmission_30d"
 SETTINGS = ("000", "001", "011", "111")  # conftest.TINY_SETTINGS
 
@@ -347,52 +345,3 @@ def test_concurrent_reviews_threads_and_processes(tmp_path: Path) -> None:
     assert len(frame) == 6 * 15 + 3 * 15 and frame["id"].is_unique
     counts = frame["reviewer"].value_counts()
     assert (counts == 15).all() and len(counts) == 9
-
-
-# ============================================================================ the page
-def _page(monkeypatch: pytest.MonkeyPatch, store_root: Path) -> AppTest:
-    monkeypatch.setenv("HICD_STORE", str(store_root))
-    monkeypatch.setenv("HICD_NO_AUTOTRAIN", "1")
-    return AppTest.from_file(PAGE, default_timeout=120)
-
-
-def test_patient_page_missing_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    at = _page(monkeypatch, tmp_path / "nowhere").run()
-    assert not at.exception
-    assert any("No run store" in i.value for i in at.info)
-
-
-def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store, small_source_cohort) -> None:
-    at = _page(monkeypatch, tiny_store.root).run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "Patient explanations"
-    assert any("SYNTHETIC" in w.value for w in at.warning)
-    labels = [m.label for m in at.metric]
-    assert len(labels) == 4 and labels[0] == "none (flat)" and "G0+G1+G2" in labels[-1]
-    assert all(0.0 <= float(m.value) <= 1.0 for m in at.metric)
-    heading = at.subheader[0].value
-    assert heading.startswith("Patient ")
-
-    picker = at.selectbox(key="pt_sample")
-    current = picker.value
-    first_run = view.runs_by_setting(view.task_runs(tiny_store), "bert", TASK, 0)["000"]
-    cands = view.test_candidates(tiny_store, first_run, small_source_cohort, TASK)
-    other = int(cands.loc[cands["sample_id"] != current, "sample_id"].iloc[-1])
-    picker.set_value(other).run()
-    assert not at.exception, at.exception
-    assert at.subheader[0].value != heading and f"sample {other}" in at.subheader[0].value
-    metric_values = [m.value for m in at.metric]
-    assert len(metric_values) == 4
-
-    at.text_input(key="review_name").input("Dr Page Test")
-    at.radio(key="review_verdict").set_value("implausible")
-    at.text_area(key="review_comment").input("G2 drives it")
-    at.button(key="review_save").click().run()
-    assert not at.exception, at.exception
-    assert any("Review saved" in s.value for s in at.success)
-    shown = at.dataframe[-1].value
-    assert "Dr Page Test" in shown["reviewer"].tolist() and "implausible" in shown["verdict"].tolist()
-
-    at.text_input(key="review_name").input("")
-    at.button(key="review_save").click().run()
-    assert any("reviewer name is required" in e.value for e in at.error)

@@ -16,8 +16,9 @@ import pytest
 
 from hicd_core.experiments import families, report
 from hicd_core.experiments.runstore import RunStore
-from hicd_core.experiments.spec import RunSpec, load_preset, parse_settings
+from hicd_core.experiments.spec import RunSpec, load_preset
 from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
+from hicd_core.hierarchy import Setting
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ class _FakeFamily:
 
 
 def _specs(cohorts: Cohorts) -> dict[str, RunSpec]:
-    preset = load_preset("tiny").with_overrides(models=("bert",), settings=parse_settings("000,001,011"))
+    preset = load_preset("tiny").with_overrides(models=("bert",), settings=Setting.parse_list("000,001,011"))
     return expected_runs(preset, cohorts, "cpu")
 
 
@@ -133,7 +134,7 @@ def test_parallel_sweep_matches_sequential(tiny_store, small_source_cohort, smal
     from hicd_core.experiments.sweep import cpu_cores
 
     cohorts = Cohorts(small_source_cohort, small_target_cohort)
-    preset = load_preset("tiny").with_overrides(settings=parse_settings("011"), transfer=False)
+    preset = load_preset("tiny").with_overrides(settings=Setting.parse_list("011"), transfer=False)
     specs = expected_runs(preset, cohorts, "cpu")
     assert len(specs) == 2 and all(tiny_store.is_finished(run_id) for run_id in specs)
     store = RunStore(tmp_path / "sequential")
@@ -263,7 +264,7 @@ def test_parallel_sweep_survives_a_killed_worker(small_source_cohort, small_targ
     import threading
 
     cohorts = Cohorts(small_source_cohort, small_target_cohort)
-    preset = load_preset("tiny").with_overrides(models=("graph",), settings=parse_settings("000,001"),
+    preset = load_preset("tiny").with_overrides(models=("graph",), settings=Setting.parse_list("000,001"),
                                                 transfer=False)
     specs = expected_runs(preset, cohorts, "cpu")
     store = RunStore(tmp_path / "store")
@@ -300,7 +301,7 @@ def test_parallel_sweep_does_not_rerun_the_callers_main_script(small_source_coho
     caller.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", caller)
     cohorts = Cohorts(small_source_cohort, small_target_cohort)
-    preset = load_preset("tiny").with_overrides(models=("graph",), settings=parse_settings("000"),
+    preset = load_preset("tiny").with_overrides(models=("graph",), settings=Setting.parse_list("000"),
                                                 transfer=False)
     specs = expected_runs(preset, cohorts, "cpu")
     store = RunStore(tmp_path / "store")

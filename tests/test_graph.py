@@ -33,10 +33,18 @@ import pytest
 import torch
 
 from hicd_core.cohort.schema import MIMIC_IV, TEST, TRAIN, VALIDATION, Cohort
-from hicd_core.hierarchy import SETTINGS, normalize_codes, setting_key
+from hicd_core.experiments.families import GraphFamily
+from hicd_core.hierarchy import SETTINGS, Setting, normalize_codes
 from hicd_core.models.common import ArtifactError, ProgressEvent
 from hicd_core.models.graph_build import CodeGraph
-from hicd_core.models.graph_model import GCNEncoder, GraphConfig, PatientTransformer, normalized_adjacency
+from hicd_core.models.graph_model import (
+    PRESETS,
+    GCNEncoder,
+    GraphConfig,
+    PatientTransformer,
+    graph_config,
+    normalized_adjacency,
+)
 from hicd_core.models.graph_train import (
     build_graph,
     load_graph_model,
@@ -137,13 +145,13 @@ def named_edges(graph: CodeGraph, kind_prefix: str) -> pd.DataFrame:
 
 
 # ============================================================================ graph construction
-@pytest.mark.parametrize("setting", SETTINGS, ids=setting_key)
-def test_graph_by_hand_every_setting(hand_cohort: Cohort, setting: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize("setting", SETTINGS, ids=str)
+def test_graph_by_hand_every_setting(hand_cohort: Cohort, setting: Setting) -> None:
     graph = build_graph(hand_cohort, setting)
     # Nodes: the 8 train categories (val/test-only codes never enter), then enabled ancestors.
     codes = graph.nodes[graph.nodes["kind"] == "code"]
     assert dict(zip(codes["name"], codes["frequency"], strict=True)) == FREQUENCY
-    expected_ancestors = {anc[i] for anc in ANCESTORS.values() for i in range(3) if setting[i]}
+    expected_ancestors = {anc[i] for anc in ANCESTORS.values() for i in range(3) if setting.bits[i]}
     ancestors = graph.nodes[graph.nodes["kind"] != "code"]
     assert set(ancestors["name"]) == expected_ancestors
     assert graph.nodes["node_id"].tolist() == list(range(graph.n_nodes))
@@ -160,24 +168,24 @@ def test_graph_by_hand_every_setting(hand_cohort: Cohort, setting: tuple[int, in
     # Hierarchy edges: code -> each enabled ancestor, weight 1, level in the kind.
     hier = named_edges(graph, "hierarchy")
     expected = {(code, anc[i], f"hierarchy_G{i}") for code, anc in ANCESTORS.items() for i in range(3)
-                if setting[i]}
+                if setting.bits[i]}
     assert set(zip(hier["a"], hier["b"], hier["kind"], strict=True)) == expected
     assert len(hier) == len(expected)
     assert (hier["weight"] == 1.0).all() and hier["pmi"].isna().all()
     # Ancestor frequency = train admissions holding any code below it.
-    if setting[0]:
+    if setting.bits[0]:
         freq = dict(zip(ancestors["name"], ancestors["frequency"], strict=True))
         assert freq["CHAP_IX"] == 6 and freq["CHAP_IV"] == 4 and freq["CHAP_X"] == 2
 
 
 def test_flat_graph_has_no_ancestor_nodes(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (0, 0, 0))
+    graph = build_graph(hand_cohort, Setting.FLAT)
     assert set(graph.nodes["kind"]) == {"code"} and set(graph.edges["kind"]) == {"cooccurrence"}
     assert graph.n_nodes == 8 and len(graph.edges) == 4
 
 
 def test_minmax_normalisation_and_percentile(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (1, 1, 1))
+    graph = build_graph(hand_cohort, Setting.ALL)
     cooc = graph.edges[graph.edges["kind"] == "cooccurrence"]
     assert cooc["weight"].min() == 0.0 and cooc["weight"].max() == 1.0
     assert graph.edges["weight"].between(0.0, 1.0).all()
@@ -185,17 +193,17 @@ def test_minmax_normalisation_and_percentile(hand_cohort: Cohort) -> None:
     lo, hi = cooc["pmi"].min(), cooc["pmi"].max()
     np.testing.assert_allclose(cooc["weight"], (cooc["pmi"] - lo) / (hi - lo))
     # A higher percentile keeps fewer edges: rank 0.7 * 8 = 5.6 -> log 2 + 0.6 (log(8/3) - log 2).
-    stricter = build_graph(hand_cohort, (0, 0, 0), percentile=70.0)
+    stricter = build_graph(hand_cohort, Setting.FLAT, percentile=70.0)
     assert stricter.meta["pmi_threshold"] == pytest.approx(LOG(2) + 0.6 * (LOG(8 / 3) - LOG(2)))
     assert set(map(tuple, named_edges(stricter, "cooc")[["a", "b"]].to_numpy())) == {
         ("J18", "J44"), ("I21", "I25"), ("I48", "I50")}
     # One kept edge: max == min -> weight 1.
-    single = build_graph(hand_cohort, (0, 0, 0), percentile=99.0)
+    single = build_graph(hand_cohort, Setting.FLAT, percentile=99.0)
     assert single.edges["weight"].tolist() == [1.0]
 
 
 def test_leaf_nodes_use_categories_as_g2(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (1, 1, 1), node_level="leaf")
+    graph = build_graph(hand_cohort, Setting.ALL, node_level="leaf")
     codes = set(graph.nodes.loc[graph.nodes["kind"] == "code", "name"])
     assert {"I214", "I219", "I2510", "E785"} <= codes and "I21" not in codes
     g2 = named_edges(graph, "hierarchy_G2")
@@ -203,29 +211,29 @@ def test_leaf_nodes_use_categories_as_g2(hand_cohort: Cohort) -> None:
     assert graph.scheme == "ontology"
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=setting_key)
+@pytest.mark.parametrize("setting", SETTINGS, ids=str)
 def test_unseen_codes_map_to_category_or_ancestors(hand_cohort: Cohort,
-                                                    setting: tuple[int, int, int]) -> None:
-    graph = build_graph(hand_cohort, setting)
+                                                    setting: Setting) -> None:
+    graph, bits = build_graph(hand_cohort, setting), setting.bits
     assert graph.map_code("I21.4") == ["I21"]  # a seen category, whatever the leaf
     assert graph.map_code("I21.A1") == ["I21"]  # a leaf never seen in training
     assert graph.map_code("4280", version=9) == ["I50"]  # ICD-9 through the GEM
     # I35 was never seen: chapter IX and block I30-I5A exist, prefix group I3x does not.
-    assert graph.map_code("I35.0") == [n for n, on in zip(("CHAP_IX", "BLOCK_I30-I5A"), setting, strict=False)
+    assert graph.map_code("I35.0") == [n for n, on in zip(("CHAP_IX", "BLOCK_I30-I5A"), bits, strict=False)
                                        if on]
     # J45 was never seen, but all three of its ancestors were.
-    assert graph.map_code("J45.909") == [a for a, on in zip(ANCESTORS["J44"], setting, strict=True) if on]
+    assert graph.map_code("J45.909") == [a for a, on in zip(ANCESTORS["J44"], bits, strict=True) if on]
     assert graph.map_code("S72.001A") == []  # chapter XIX never seen in training
     # Frame mapping (any site): unresolved rows get no node.
     frame = normalize_codes(["I21.4", "J45.909", "XYZ"])
     code_ids, ancestors = graph.map_frame(frame)
     assert code_ids.tolist() == [graph.node_id("I21"), -1, -1]
     assert (ancestors[2] == -1).all()
-    assert [i >= 0 for i in ancestors[1]] == [bool(b) for b in setting]
+    assert [i >= 0 for i in ancestors[1]] == [bool(b) for b in bits]
 
 
 def test_neighbourhood_export(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (1, 1, 1))
+    graph = build_graph(hand_cohort, Setting.ALL)
     nodes, edges = graph.neighbourhood("I21", k=1)
     assert set(nodes["name"]) == {"I21", "I25", "CHAP_IX", "BLOCK_I20-I25", "PREFIX_I2x"}
     assert nodes.set_index("name")["hop"].to_dict()["I21"] == 0
@@ -241,15 +249,15 @@ def test_neighbourhood_export(hand_cohort: Cohort) -> None:
 
 
 def test_graph_json_round_trip(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (1, 0, 1))
+    graph = build_graph(hand_cohort, Setting.G0_G2)
     back = CodeGraph.from_dict(json.loads(graph.to_json()))
     pd.testing.assert_frame_equal(back.nodes, graph.nodes)
     pd.testing.assert_frame_equal(back.edges, graph.edges)
-    assert back.setting == (1, 0, 1) and back.key == graph.key
+    assert back.setting == Setting.G0_G2 and back.key == graph.key
 
 
 def test_visit_tokens_and_windows(hand_cohort: Cohort) -> None:
-    graph = build_graph(hand_cohort, (1, 1, 1))
+    graph = build_graph(hand_cohort, Setting.ALL)
     index = visit_index(hand_cohort, graph)
     names = graph.nodes["name"].to_numpy()
     v0 = names[index.tokens[index.indptr[0]:index.indptr[1]]].tolist()
@@ -289,6 +297,17 @@ def test_symmetric_gcn_matches_pyg_gcnconv() -> None:
     torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
 
 
+def test_presets_sit_next_to_the_config() -> None:
+    assert graph_config("cpu") == GraphConfig() and set(PRESETS) == {"cpu", "paper"}
+    paper = graph_config("paper")  # paper Tables 8 and 9
+    assert (paper.gcn_epochs, paper.gcn_lr, paper.lr, paper.max_epochs) == (400, 0.005, 2e-5, 15)
+    assert paper is not PRESETS["paper"]  # a copy: GraphConfig is mutable
+    with pytest.raises(ValueError, match="unknown HICD-Graph preset"):
+        graph_config("tiny")
+    scaled = GraphFamily()._config("paper", 0.5)
+    assert (scaled.gcn_epochs, scaled.max_epochs, scaled.lr) == (200, 8, 2e-5)
+
+
 FAST = GraphConfig(gcn_epochs=60, max_epochs=3, patience=1, batch_size=64, lr=1e-3)  # val AUROC 0.651
 
 
@@ -317,15 +336,15 @@ def target_cohort(small_target_cohort: Cohort) -> Cohort:
 @pytest.fixture(scope="module")
 def trained(source_cohort: Cohort):
     events: list[ProgressEvent] = []
-    model = train_graph_model(source_cohort, "readmission_30d", (1, 1, 1), seed=0, device="cpu", config=FAST,
-                              progress=events.append)
+    model = train_graph_model(source_cohort, "readmission_30d", Setting.ALL, seed=0, device="cpu",
+                              config=FAST, progress=events.append)
     return model, events
 
 
 def test_link_prediction_beats_chance(trained) -> None:
     model, _ = trained
-    assert model.metrics["link_auc"] > 0.7, model.metrics["gcn_curve"][-1]
-    evaluated = [p["epoch"] for p in model.metrics["gcn_curve"] if "link_auc" in p]
+    assert model.metrics["link_auc"] > 0.7, model.metrics["pretrain_history"][-1]
+    evaluated = [p["epoch"] for p in model.metrics["pretrain_history"] if "link_auc" in p]
     assert evaluated == list(range(10, FAST.gcn_epochs + 1, 10))
     nodes, embeddings = model.node_embeddings()
     assert embeddings.shape == (len(nodes), 128) and np.isfinite(embeddings).all()
@@ -333,12 +352,20 @@ def test_link_prediction_beats_chance(trained) -> None:
 
 def test_finetuning_beats_chance_and_reports_progress(trained) -> None:
     model, events = trained
-    assert model.metrics["val"]["auroc"] > 0.6
+    assert model.metrics["validation"]["auroc"] > 0.6
     assert 0.01 <= model.threshold <= 0.99
     stages = {e.stage for e in events}
     assert stages == {"gcn", "transformer"}
     assert [e.step for e in events if e.stage == "gcn"] == list(range(1, FAST.gcn_epochs + 1))
     assert model.metrics["best_epoch"] >= 1 and model.metrics["link_auc"] > 0.5
+    # The metric keys both models share (hicd_core.models.common's docstring).
+    m = model.metrics
+    assert {"history", "best_epoch", "stopped_epoch", "threshold", "validation", "test", "task", "setting",
+            "pos_weight", "seconds", "pretrain_history", "pretrain_seconds"} <= set(m)
+    assert set(m["history"][0]) == {"epoch", "train_loss", "val_auroc", "lr", "seconds"}
+    assert len(m["history"]) == m["stopped_epoch"] >= m["best_epoch"]
+    assert [e.metrics["val_auroc"] for e in events if e.stage == "transformer"] == [
+        row["val_auroc"] for row in m["history"]]
 
 
 def test_predict_encode_and_transfer(trained, source_cohort: Cohort, target_cohort: Cohort) -> None:
@@ -373,7 +400,7 @@ def test_attribution_gradients_reach_token_embeddings(trained, source_cohort: Co
 def test_save_load_round_trip_is_exact(trained, source_cohort: Cohort, tmp_path: Path) -> None:
     model, _ = trained
     model.save(tmp_path / "m")
-    loaded = load_graph_model(tmp_path / "m", expect={"setting": (1, 1, 1), "task": "readmission_30d"})
+    loaded = load_graph_model(tmp_path / "m", expect={"setting": Setting.ALL, "task": "readmission_30d"})
     before = model.predict(source_cohort, "readmission_30d", split=VALIDATION)
     after = loaded.predict(source_cohort, "readmission_30d", split=VALIDATION)
     assert np.array_equal(before["prob"].to_numpy(), after["prob"].to_numpy())  # bit-identical
@@ -387,7 +414,7 @@ def test_save_load_round_trip_is_exact(trained, source_cohort: Cohort, tmp_path:
     assert config["code_set_year"].startswith("ICD-10-CM") and "torch" in config["library_versions"]
     assert config["cohort_fingerprint"] == source_cohort.fingerprint
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["threshold"] == model.threshold and metrics["gcn_curve"] and "link_auc" in metrics
+    assert metrics["threshold"] == model.threshold and metrics["pretrain_history"] and "link_auc" in metrics
 
 
 def test_corrupt_or_mismatched_artifacts_fail_clearly(trained, tmp_path: Path) -> None:
@@ -413,13 +440,13 @@ def test_corrupt_or_mismatched_artifacts_fail_clearly(trained, tmp_path: Path) -
 
 def test_reused_gcn_gives_the_same_model(source_cohort: Cohort) -> None:
     config = GraphConfig(gcn_epochs=10, max_epochs=1)
-    fresh = train_graph_model(source_cohort, "readmission_30d", (0, 1, 0), seed=3, device="cpu",
+    fresh = train_graph_model(source_cohort, "readmission_30d", Setting.G1, seed=3, device="cpu",
                               config=config)
-    gcn = train_gcn(build_graph(source_cohort, (0, 1, 0)), seed=3, device="cpu", config=config)
-    embeddings, curve, link_auc = gcn  # unpacks like a tuple
-    assert len(curve) == 10 and embeddings.shape[1] == 128 and 0.0 <= link_auc <= 1.0
-    reused = train_graph_model(source_cohort, "readmission_30d", (0, 1, 0), seed=3, device="cpu", gcn=gcn)
+    gcn = train_gcn(build_graph(source_cohort, Setting.G1), seed=3, device="cpu", config=config)
+    embeddings, history, link_auc = gcn  # unpacks like a tuple
+    assert len(history) == 10 and embeddings.shape[1] == 128 and 0.0 <= link_auc <= 1.0
+    reused = train_graph_model(source_cohort, "readmission_30d", Setting.G1, seed=3, device="cpu", gcn=gcn)
     np.testing.assert_array_equal(fresh.predict(source_cohort, "readmission_30d")["prob"],
                                   reused.predict(source_cohort, "readmission_30d")["prob"])
     with pytest.raises(ValueError, match="another graph"):
-        train_graph_model(source_cohort, "readmission_30d", (1, 1, 1), device="cpu", gcn=gcn)
+        train_graph_model(source_cohort, "readmission_30d", Setting.ALL, device="cpu", gcn=gcn)

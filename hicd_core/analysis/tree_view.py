@@ -1,13 +1,22 @@
-"""ICD-10-CM tree data and figures for the tree page (sunburst / icicle)."""
+"""ICD-10-CM tree data and figures for the tree page (sunburst / icicle), and the cohort figures per
+tree node it colours and reports: occurrences, outcome rates, and a HICD-Graph run's stored graph."""
 
 from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hicd_core.cohort import Cohort
+from hicd_core.experiments.runstore import RunStore
 from hicd_core.hierarchy import attach_counts, chapter_order, tree_nodes
 from hicd_core.hierarchy import icd10 as _icd10
+
+if TYPE_CHECKING:
+    from hicd_core.models.graph_build import CodeGraph
 
 ROOT_ID = "ICD-10-CM"
 COLOR_QUANTITIES = ("frequency", "outcome rate", "mean attribution", "billable codes")
@@ -79,3 +88,68 @@ def tree_figure(table: pd.DataFrame, kind: str = "sunburst", color_label: str = 
 
 def chapter_options() -> list[str]:
     return chapter_order()[:-1]
+MIN_CELL = 10  # smallest group whose outcome rate is shown (no rates of a handful of patients)
+
+
+def code_counts(cohort: Cohort) -> pd.Series:
+    """Occurrences per undotted ICD-10-CM code in the cohort's diagnoses."""
+    codes = cohort.diagnoses["icd10"].dropna().astype(str)
+    return codes.value_counts()
+
+
+def node_ids_of_rows(diagnoses: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Tree node ids (``CH:``, ``BL:``, ``CA:``, ``CO:``) of each diagnosis row, one array per level."""
+    out = {}
+    for prefix, column in (("CH:", "chapter"), ("BL:", "block"), ("CA:", "category"), ("CO:", "icd10")):
+        values = diagnoses[column].astype("string")
+        valid = (values.notna() & (values != "") & (values != "UNK")).fillna(False).to_numpy(bool)
+        out[prefix] = np.where(valid, (prefix + values.fillna("")).to_numpy(object), "")
+    return out
+
+
+def node_outcome_rates(cohort: Cohort, task: str, min_samples: int = MIN_CELL) -> pd.DataFrame:
+    """Per tree node: the share of positive samples among samples whose history (the anchor visit and
+    every earlier visit) holds a code under the node. Nodes with fewer than ``min_samples`` such
+    samples get NaN, so no rate describes a handful of patients."""
+    samples = cohort.tasks[task]
+    diag = cohort.diagnoses[["patient_id", "visit_id", "chapter", "block", "category", "icd10"]]
+    visit_index = cohort.visits.set_index("visit_id")["visit_index"]
+    first_index = visit_index.reindex(diag["visit_id"]).to_numpy()
+    order = samples.sort_values(["patient_id", "visit_index"])
+    span = int(cohort.visits["visit_index"].max()) + 2 if len(cohort.visits) else 2
+    keys = order["patient_id"].to_numpy(np.int64) * span + order["visit_index"].to_numpy(np.int64)
+    positives = np.concatenate([[0], np.cumsum(order["label"].to_numpy(np.int64))])
+    frames = []
+    for ids in node_ids_of_rows(diag).values():
+        part = pd.DataFrame({"id": ids, "patient_id": diag["patient_id"].to_numpy(), "first": first_index})
+        part = part[part["id"] != ""].groupby(["id", "patient_id"], as_index=False)["first"].min()
+        pid = part["patient_id"].to_numpy(np.int64)
+        lo = np.searchsorted(keys, pid * span + part["first"].to_numpy(np.int64), side="left")
+        hi = np.searchsorted(keys, pid * span + span - 1, side="left")
+        part["samples"] = hi - lo
+        part["positives"] = positives[hi] - positives[lo]
+        frames.append(part.groupby("id", as_index=False)[["samples", "positives"]].sum())
+    table = pd.concat(frames, ignore_index=True)
+    share = table["positives"] / table["samples"].clip(lower=1)
+    table["rate"] = np.where(table["samples"] >= min_samples, share, np.nan)
+    return table
+
+
+def node_statistics(cohort: Cohort, node_id: str) -> dict[str, int]:
+    """Occurrences and distinct patients under a tree node in the cohort."""
+    prefix, _, value = node_id.partition(":")
+    column = {"CH": "chapter", "BL": "block", "CA": "category", "CO": "icd10"}.get(prefix)
+    if column is None:
+        return {"occurrences": 0, "patients": 0, "visits": 0}
+    diag = cohort.diagnoses
+    rows = diag[diag[column].astype(object) == value]
+    return {"occurrences": len(rows), "patients": int(rows["patient_id"].nunique()),
+            "visits": int(rows["visit_id"].nunique())}
+
+
+def stored_code_graph(store: RunStore, run_id: str) -> CodeGraph:
+    """The co-occurrence + hierarchy graph stored with a HICD-Graph run (no torch needed)."""
+    from hicd_core.models.graph_build import CodeGraph
+
+    path = store.run_dir(run_id) / "model" / "graph.json"
+    return CodeGraph.from_dict(json.loads(path.read_text()))

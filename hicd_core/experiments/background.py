@@ -9,16 +9,21 @@ the running sweep and is ignored once that process is gone. The sweep writes ``s
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from hicd_core.runtime import atomic_write_json
+from hicd_core.experiments.spec import SweepPreset
+from hicd_core.runtime import atomic_write_bytes, atomic_write_json
 
 STATUS_FILE, LOCK_FILE, LOG_FILE = "status.json", "lock.json", "sweep.log"
+#: The preset of the last sweep started from the app (JSON of :class:`SweepPreset` fields).
+PRESET_FILE = "app_preset.json"
 
 
 class StatusWriter:
@@ -93,8 +98,9 @@ def is_running(store_root: Path) -> bool:
     return _alive(pid)
 
 
-def start_sweep(store_root: Path, args: list[str]) -> bool:
-    """Start ``python -m hicd_core sweep ARGS --store STORE --status-file ...`` unless one runs.
+def start_sweep(store_root: Path, preset: SweepPreset) -> bool:
+    """Start ``python -m hicd_core sweep --preset <store>/PRESET_FILE --store STORE --status-file ...``
+    unless one runs; the preset goes to the child as a JSON file, the same form a user can write.
 
     Returns False when a sweep is already running for this store. Output goes to ``sweep.log`` in
     the store (run ids and errors only; nothing patient-level is logged).
@@ -103,8 +109,10 @@ def start_sweep(store_root: Path, args: list[str]) -> bool:
     store_root.mkdir(parents=True, exist_ok=True)
     if is_running(store_root):
         return False
-    command = [sys.executable, "-m", "hicd_core", "sweep", *args, "--store", str(store_root), "--quiet",
-               "--status-file", str(store_root / STATUS_FILE)]
+    preset_file = store_root / PRESET_FILE
+    atomic_write_bytes(preset_file, preset.to_json().encode())
+    command = [sys.executable, "-m", "hicd_core", "sweep", "--preset", str(preset_file), "--store",
+               str(store_root), "--quiet", "--status-file", str(store_root / STATUS_FILE)]
     log = open(store_root / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True, cwd=Path(__file__).resolve().parents[2])
@@ -113,3 +121,40 @@ def start_sweep(store_root: Path, args: list[str]) -> bool:
     atomic_write_json(store_root / STATUS_FILE, {"state": "running", "pid": process.pid, "started": now,
                                                  "updated": now, "finished": [], "failed": []})
     return True
+
+
+# ------------------------------------------------------------------------- what the app shows
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "estimating"
+    if seconds < 90:
+        return f"about {max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def training_view(status: dict, running: bool) -> dict[str, Any]:
+    """What the sidebar shows about the background sweep, from ``read_status``."""
+    event = status.get("event") or {}
+    state = "running" if running else status.get("state", "idle")
+    if state == "running" and not running:
+        state = "stopped"
+    return {
+        "state": state,
+        "overall": float(event.get("overall_fraction", 0.0)) if event else 0.0,
+        "run": float(event.get("run_fraction", 0.0)) if event else 0.0,
+        "run_id": str(event.get("run_id", "")),
+        "stage": str(event.get("stage", "")),
+        "n_runs": int(event.get("n_runs", 0)) if event else 0,
+        "run_index": int(event.get("run_index", 0)) if event else 0,
+        "eta": format_eta(event.get("eta_seconds")) if event else "estimating",
+        "finished": len(status.get("finished", [])),
+        "failed": len(status.get("failed", [])),
+        "message": str(status.get("message", "")),
+        # Runs in progress: one per worker process (older status files name only the last event's).
+        "active": [(str(run_id), str(info.get("stage", "")), float(info.get("fraction", 0.0)))
+                   for run_id, info in (status.get("active") or {}).items()]
+        or ([(str(event["run_id"]), str(event.get("stage", "")), float(event.get("run_fraction", 0.0)))]
+            if event.get("run_id") else []),
+    }

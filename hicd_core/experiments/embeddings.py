@@ -496,15 +496,14 @@ def tightness_table(per_setting: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
     Rows follow the paper's setting order (index ``setting``; a ``label`` column gives ``G1+G2`` etc.;
     ``fine_level`` says what ``same_category`` grouped by, see :func:`relationship_similarity`).
     """
-    from hicd_core.hierarchy import SETTING_LABELS, parse_setting
-    from hicd_core.stats import setting_sort_key  # lazy: stats imports scipy and sklearn.metrics
+    from hicd_core.hierarchy import Setting, setting_rank
 
     rows = []
-    for setting in sorted(per_setting, key=setting_sort_key):
+    for setting in sorted(per_setting, key=lambda s: (setting_rank(s), s)):
         entry = per_setting[setting]
         values = {name: float(entry.get(name, np.nan)) for name in (*RELATIONSHIPS, "silhouette")}
         try:
-            label = SETTING_LABELS[parse_setting(setting)]
+            label = Setting(setting).label
         except ValueError:
             label = setting
         rows.append({"setting": setting, "label": label, "fine_level": entry.get("fine_level", ""),

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hicd_core.cohort import Cohort
-from hicd_core.hierarchy import parse_setting
+from hicd_core.hierarchy import Setting
 from hicd_core.models.common import ProgressCallback
 
 
@@ -35,7 +35,7 @@ def _scaled(value: int, scale: float) -> int:
 class BertFamily:
     name = "bert"
 
-    def prepare(self, cohort: Cohort, setting: str, *, seed: int, preset: str, scheme: str, device: str,
+    def prepare(self, cohort: Cohort, setting: Setting, *, seed: int, preset: str, scheme: str, device: str,
                 epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
         from hicd_core.models.bert import PRESETS
         from hicd_core.models.bert_train import load_pretrained, pretrain_mlm
@@ -47,14 +47,14 @@ class BertFamily:
                 return load_pretrained(shared_dir, expect, device=device)
             except ArtifactError:
                 pass  # stale or damaged: retrain below and overwrite
-        result = pretrain_mlm(cohort, parse_setting(setting), scheme=scheme, preset=preset, seed=seed,
+        result = pretrain_mlm(cohort, setting, scheme=scheme, preset=preset, seed=seed,
                               device=device, epochs=_scaled(PRESETS[preset].pretrain_epochs, epochs_scale),
                               progress=progress)
         if shared_dir is not None:
             result.save(shared_dir)
         return result
 
-    def train(self, prepared: Any, cohort: Cohort, task: str, setting: str, *, seed: int, preset: str,
+    def train(self, prepared: Any, cohort: Cohort, task: str, setting: Setting, *, seed: int, preset: str,
               device: str, epochs_scale: float, progress: ProgressCallback | None) -> Any:
         from hicd_core.models.bert import PRESETS
         from hicd_core.models.bert_train import finetune
@@ -72,45 +72,31 @@ class BertFamily:
         return meta["code"].astype(str).tolist(), matrix
 
 
-#: HICD-Graph's ``paper`` preset: every value the paper's Table 8 (GCN) and Table 9 (patient
-#: transformer) give that :class:`~hicd_core.models.graph_model.GraphConfig` has (paper-notes §6.2-6.3).
-#: Table 9's "FP16 mixed precision on CUDA" is ``amp`` (bf16 autocast on CUDA, the default anyway).
-GRAPH_PAPER = {
-    # Table 8: GCN link prediction.
-    "in_dim": 64, "hidden_dim": 128, "out_dim": 128, "gcn_lr": 0.005, "gcn_epochs": 400,
-    # Table 9: patient transformer.
-    "batch_size": 64, "max_epochs": 15, "lr": 2e-5, "weight_decay": 1e-5, "lr_patience": 2,
-    "lr_factor": 0.5, "grad_clip": 1.0, "class_balance": "both", "amp": True,
-}
-
-
 class GraphFamily:
     name = "graph"
 
     def _config(self, preset: str, epochs_scale: float):
-        from hicd_core.models.graph_model import GraphConfig
+        from hicd_core.models.graph_model import graph_config
 
-        config = GraphConfig()
-        if preset == "paper":
-            config = replace(config, **GRAPH_PAPER)
+        config = graph_config(preset)  # the preset table sits next to GraphConfig
         return replace(config, gcn_epochs=_scaled(config.gcn_epochs, epochs_scale),
                        max_epochs=_scaled(config.max_epochs, epochs_scale))
 
-    def prepare(self, cohort: Cohort, setting: str, *, seed: int, preset: str, scheme: str, device: str,
+    def prepare(self, cohort: Cohort, setting: Setting, *, seed: int, preset: str, scheme: str, device: str,
                 epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
         from hicd_core.models.graph_train import build_graph, train_gcn
 
-        graph = build_graph(cohort, parse_setting(setting))
+        graph = build_graph(cohort, setting)
         # The GCN is cheap relative to the patient transformer and deterministic given the seed, so
         # it is recomputed after a restart rather than persisted on its own.
         return train_gcn(graph, seed=seed, device=device, progress=progress,
                          config=self._config(preset, epochs_scale))
 
-    def train(self, prepared: Any, cohort: Cohort, task: str, setting: str, *, seed: int, preset: str,
+    def train(self, prepared: Any, cohort: Cohort, task: str, setting: Setting, *, seed: int, preset: str,
               device: str, epochs_scale: float, progress: ProgressCallback | None) -> Any:
         from hicd_core.models.graph_train import train_graph_model
 
-        return train_graph_model(cohort, task, parse_setting(setting), seed=seed, device=device, gcn=prepared,
+        return train_graph_model(cohort, task, setting, seed=seed, device=device, gcn=prepared,
                                  progress=progress, config=self._config(preset, epochs_scale))
 
     def load(self, path: Path, device: str) -> Any:

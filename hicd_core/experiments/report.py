@@ -10,18 +10,12 @@ import numpy as np
 import pandas as pd
 
 from hicd_core.experiments.runstore import RunStore
-from hicd_core.hierarchy import SETTING_LABELS, parse_setting
+from hicd_core.hierarchy import FLAT, Setting, setting_rank
 from hicd_core.stats import compare_to_flat, seed_summary
 
-FLAT = "000"
-#: Display order of settings everywhere (the paper's table order): none, singles, pairs, all.
-SETTING_ORDER = ("000", "100", "010", "001", "110", "101", "011", "111")
 
-
-def setting_label(setting: str) -> str:
-    """``'011'`` -> ``'G1+G2'``; ``'000'`` -> ``'none (flat)'``."""
-    label = SETTING_LABELS[parse_setting(setting)]
-    return "none (flat)" if label == "none" else label
+def _labels(settings: pd.Series) -> pd.Series:
+    return settings.map(lambda key: Setting(key).label)
 
 
 def evaluation_name(row: pd.Series | dict) -> str:
@@ -38,8 +32,8 @@ def results(store: RunStore) -> pd.DataFrame:
     if table.empty:
         return table
     table["evaluation"] = table.apply(evaluation_name, axis=1)
-    table["setting_label"] = table["setting"].map(setting_label)
-    table["setting_rank"] = table["setting"].map(SETTING_ORDER.index)
+    table["setting_label"] = _labels(table["setting"])
+    table["setting_rank"] = table["setting"].map(setting_rank)
     return table.sort_values(["model", "evaluation", "seed", "setting_rank"]).reset_index(drop=True)
 
 
@@ -65,7 +59,7 @@ def comparisons(store: RunStore, n_resamples: int = 1000, seed: int = 0) -> pd.D
     if not out:
         return pd.DataFrame()
     frame = pd.concat(out, ignore_index=True)
-    frame["setting_label"] = frame["setting"].map(setting_label)
+    frame["setting_label"] = _labels(frame["setting"])
     return frame
 
 
@@ -75,7 +69,7 @@ def seed_summaries(table: pd.DataFrame, metrics: tuple[str, ...] = ("auroc", "au
     rows = []
     for (model, evaluation, setting), group in table.groupby(["model", "evaluation", "setting"]):
         row = {"model": model, "evaluation": evaluation, "setting": setting,
-               "setting_label": setting_label(setting), "n_seeds": len(group)}
+               "setting_label": Setting(setting).label, "n_seeds": len(group)}
         for metric in metrics:
             summary = seed_summary(group[metric].astype(float).to_numpy())
             row |= {f"{metric}_mean": summary["mean"], f"{metric}_ci_low": summary["ci_low"],
@@ -83,7 +77,7 @@ def seed_summaries(table: pd.DataFrame, metrics: tuple[str, ...] = ("auroc", "au
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame["setting_rank"] = frame["setting"].map(SETTING_ORDER.index)
+        frame["setting_rank"] = frame["setting"].map(setting_rank)
         frame = frame.sort_values(["model", "evaluation", "setting_rank"]).drop(columns="setting_rank")
     return frame.reset_index(drop=True)
 
@@ -97,7 +91,7 @@ def headline(comparison: pd.DataFrame) -> pd.DataFrame:
         delta_auroc=("delta_auroc", "mean"), auroc=("auroc", "mean"), auroc_flat=("auroc_flat", "mean"),
         p_auroc=("p_auroc", "max"), p_auroc_holm=("p_auroc_holm", "max"))
     best = grouped.loc[grouped.groupby(["model", "evaluation"])["delta_auroc"].idxmax()].copy()
-    best["setting_label"] = best["setting"].map(setting_label)
+    best["setting_label"] = _labels(best["setting"])
     best["significant_holm"] = best["p_auroc_holm"] < 0.05
     return best.reset_index(drop=True)
 

@@ -9,11 +9,12 @@ never redone and a changed config or cohort never reuses a stale run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from hicd_core import CODE_VERSION
-from hicd_core.hierarchy import SETTINGS, parse_setting, setting_key
+from hicd_core.hierarchy import SETTINGS, Setting
 from hicd_core.runtime import stable_hash
 
 MODELS = ("bert", "graph")
@@ -27,7 +28,7 @@ class RunSpec:
     from the source-site ``task`` run, logistic-regression probe on the target site's ``target_task``)."""
 
     model: str
-    setting: str
+    setting: Setting
     task: str
     seed: int
     preset: str
@@ -36,6 +37,10 @@ class RunSpec:
     target_task: str | None = None
     encoder: str = "finetuned"  # transfer: 'finetuned' task encoder, or 'mlm' (HICD-BERT only)
     epochs_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        # run.json stores the plain key; a spec read back from it gets the Setting again.
+        object.__setattr__(self, "setting", Setting(self.setting))
 
     def key(self, source_fingerprint: str, target_fingerprint: str | None = None) -> str:
         parts = [asdict(self), source_fingerprint, CODE_VERSION]
@@ -52,7 +57,7 @@ class RunSpec:
         return f"{prefix}-{self.key(source_fingerprint, target_fingerprint)}"
 
     @property
-    def shared_key(self) -> tuple[str, str, int, str, str, float]:
+    def shared_key(self) -> tuple[str, Setting, int, str, str, float]:
         """Runs with the same shared key reuse one pretraining (HICD-BERT MLM / HICD-Graph GCN)."""
         return (self.model, self.setting, self.seed, self.preset, self.scheme, self.epochs_scale)
 
@@ -60,11 +65,15 @@ class RunSpec:
 @dataclass(frozen=True)
 class SweepPreset:
     """A named bundle of runs. ``model_preset`` picks model sizes (``auto``: paper on CUDA, cpu
-    otherwise); ``schemes`` maps model family to level scheme."""
+    otherwise); ``schemes`` maps model family to level scheme; ``cohort`` and ``target`` name the
+    data (``synthetic``, ``mimic-iv:PATH``; ``eicu:PATH`` or ``none``; the CLI's ``--cohort`` and
+    ``--target`` override them). A preset round-trips through JSON (:meth:`to_json`,
+    :func:`load_preset`), which is how the app hands a sweep to its background process.
+    """
 
     name: str
     models: tuple[str, ...] = MODELS
-    settings: tuple[str, ...] = tuple(setting_key(s) for s in SETTINGS)
+    settings: tuple[Setting, ...] = SETTINGS
     tasks: tuple[str, ...] = SOURCE_TASKS
     seeds: tuple[int, ...] = (0,)
     transfer: bool = True
@@ -73,7 +82,15 @@ class SweepPreset:
     schemes: dict[str, str] = field(default_factory=lambda: {"bert": "ontology", "graph": "graph"})
     epochs_scale: float = 1.0
     synthetic_patients: int | None = None  # None: the generator's default size
+    cohort: str = "synthetic"
+    target: str | None = None  # None: the synthetic target with a synthetic cohort, else no target
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists and plain keys; the preset always holds tuples and Settings.
+        for name in ("models", "tasks", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "settings", tuple(Setting(s) for s in self.settings))
 
     def runs(self, model_preset: str) -> list[RunSpec]:
         """Task runs first (in paper table order), then transfer probes that depend on them."""
@@ -87,6 +104,18 @@ class SweepPreset:
 
     def with_overrides(self, **overrides) -> SweepPreset:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> SweepPreset:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"preset {name!r}: unknown field(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**{"name": name, **data})
 
 
 PRESETS: dict[str, SweepPreset] = {
@@ -111,19 +140,14 @@ def load_preset(name: str) -> SweepPreset:
         return PRESETS[name]
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
-        data = json.loads(path.read_text())
-        for key in ("models", "settings", "tasks", "seeds"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return SweepPreset(**{"name": path.stem, **data})
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"preset file {path} is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"preset file {path} must hold one JSON object of preset fields")
+        return SweepPreset.from_dict(data, path.stem)
     raise ValueError(f"unknown preset {name!r}: use {', '.join(PRESETS)} or a .json file of preset fields")
-
-
-def parse_settings(text: str) -> tuple[str, ...]:
-    """``all`` or a comma list like ``000,011`` (validated)."""
-    if text == "all":
-        return tuple(setting_key(s) for s in SETTINGS)
-    return tuple(setting_key(parse_setting(part.strip())) for part in text.split(",") if part.strip())
 
 
 def parse_list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_F
 from hicd_core.experiments.spec import RunSpec, SweepPreset
 from hicd_core.experiments.transfer import probe_transfer
 from hicd_core.models.common import ProgressEvent, pick_device
-from hicd_core.runtime import atomic_directory, data_dir, library_versions, seed_everything, stable_hash
+from hicd_core.runtime import atomic_directory, library_versions, seed_everything, stable_hash
 from hicd_core.stats import binary_metrics
 
 
@@ -99,24 +99,14 @@ class Cohorts:
         return cls(one(descriptor["source"]), one(descriptor["target"]))
 
 
-def synthetic_default_dir(patients: int | None = None, seed: int = 0) -> Path:
-    """Where the synthetic default lives in the data dir (written on first use)."""
-    from hicd_core.cohort.synthetic import write_synthetic
-
-    name = f"seed{seed}" + (f"-n{patients}" if patients else "")
-    out = data_dir() / "synthetic" / name
-    if not (out / "SYNTHETIC.json").is_file():
-        kwargs = {"n_source_patients": patients, "n_target_patients": patients // 2} if patients else {}
-        write_synthetic(out, seed=seed, **kwargs)
-    return out
-
-
 def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patients: int | None = None
                     ) -> Cohorts:
     """``synthetic`` (both sites from the synthetic default) or ``mimic-iv:PATH`` with an optional
     ``eicu:PATH`` target."""
     if cohort == "synthetic":
-        root = synthetic_default_dir(patients)
+        from hicd_core.synthetic import ensure_default
+
+        root = ensure_default(patients)
         source = load_cohort("mimic-iv", root / "mimic-iv")
         return Cohorts(source, load_cohort("eicu", root / "eicu") if target != "none" else None)
     kind, _, path = cohort.partition(":")

@@ -26,22 +26,44 @@ from hicd_core.hierarchy.icd10 import (
     dotted,
 )
 from hicd_core.hierarchy.levels import (
+    FLAT,
     LEVELS,
     SCHEMES,
-    SETTING_LABELS,
     SETTINGS,
+    Setting,
     level_ids,
     levels_of_code,
-    parse_setting,
-    setting_key,
+    setting_rank,
 )
 from hicd_core.hierarchy.tree import attach_counts, node_path, search_nodes, tree_nodes
 
 __all__ = [
-    "LEVELS", "RESOLVED", "SCHEMES", "SETTINGS", "SETTING_LABELS", "STATUSES", "UNKNOWN", "CodeInfo",
-    "InvalidCodeError", "attach_counts", "chapter_order", "chapter_titles", "code_set_release",
-    "code_set_year", "coverage_report", "describe", "dotted", "level_ids", "levels_of_code", "lookup",
-    "node_path", "normalize_codes", "parse_setting", "search_nodes", "setting_key", "tree_nodes",
+    "FLAT",
+    "LEVELS",
+    "RESOLVED",
+    "SCHEMES",
+    "SETTINGS",
+    "STATUSES",
+    "UNKNOWN",
+    "CodeInfo",
+    "InvalidCodeError",
+    "Setting",
+    "attach_counts",
+    "chapter_order",
+    "chapter_titles",
+    "code_set_release",
+    "code_set_year",
+    "coverage_report",
+    "describe",
+    "dotted",
+    "level_ids",
+    "levels_of_code",
+    "lookup",
+    "node_path",
+    "normalize_codes",
+    "search_nodes",
+    "setting_rank",
+    "tree_nodes",
 ]
 
 

@@ -17,7 +17,7 @@ share one table without collisions. Unresolved codes get ``G*:UNK``.
 
 from __future__ import annotations
 
-import itertools
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -26,28 +26,89 @@ from hicd_core.hierarchy.icd10 import UNKNOWN
 
 SCHEMES = ("ontology", "prefix", "graph")
 LEVELS = ("G0", "G1", "G2")
-#: All 8 (G0, G1, G2) on/off settings, in the order the paper's tables use.
-SETTINGS: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1))
-SETTING_LABELS = {(0, 0, 0): "none", (1, 0, 0): "G0", (0, 1, 0): "G1", (0, 0, 1): "G2",
-                  (1, 1, 0): "G0+G1", (1, 0, 1): "G0+G2", (0, 1, 1): "G1+G2", (1, 1, 1): "G0+G1+G2"}
-assert set(SETTINGS) == set(itertools.product((0, 1), repeat=3))
 
 
-def setting_key(setting: tuple[int, int, int]) -> str:
-    """``(1, 0, 1)`` -> ``'101'`` (used in run names and CLI flags)."""
-    return "".join(str(int(bit)) for bit in setting)
+class Setting(StrEnum):
+    """One of the 8 (G0, G1, G2) on/off hierarchy settings: the one form a setting takes everywhere.
 
+    Members are strings (``Setting.G1_G2 == "011"``), so run ids, JSON, parquet columns and CLI
+    flags keep the plain three-digit key; definition order is the paper's table order (none,
+    singles, pairs, all), so ``list(Setting)`` and :attr:`rank` are the display order.
+    ``Setting("012")`` raises a :class:`ValueError` that says what a setting looks like.
 
-def parse_setting(key: str) -> tuple[int, int, int]:
-    """``'101'`` -> ``(1, 0, 1)``; raises a clear error on anything else.
-
-    >>> parse_setting("011")
-    (0, 1, 1)
+    >>> Setting("011").bits, Setting("011").label, Setting("011").levels
+    ((0, 1, 1), 'G1+G2', ('G1', 'G2'))
+    >>> [s.key for s in Setting][:4], Setting.FLAT.label, Setting.from_bits((1, 0, 1)).rank
+    (['000', '100', '010', '001'], 'none (flat)', 5)
     """
-    if len(key) != 3 or set(key) - {"0", "1"}:
-        raise ValueError(f"hierarchy setting must be three 0/1 digits like '011', got {key!r}")
-    return tuple(int(ch) for ch in key)  # type: ignore[return-value]
+
+    FLAT = "000"
+    G0 = "100"
+    G1 = "010"
+    G2 = "001"
+    G0_G1 = "110"
+    G0_G2 = "101"
+    G1_G2 = "011"
+    ALL = "111"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Setting:
+        raise ValueError(f"hierarchy setting must be three 0/1 digits like '011', got {value!r}")
+
+    @classmethod
+    def from_bits(cls, bits: tuple[int, int, int] | tuple[bool, bool, bool]) -> Setting:
+        """``(1, 0, 1)`` -> ``Setting.G0_G2``."""
+        return cls("".join(str(int(bit)) for bit in bits))
+
+    @classmethod
+    def parse_list(cls, text: str) -> tuple[Setting, ...]:
+        """``'all'`` or a comma list like ``'000,011'`` (a CLI flag), in the order given."""
+        if text.strip() == "all":
+            return tuple(cls)
+        return tuple(cls(part.strip()) for part in text.split(",") if part.strip())
+
+    @property
+    def key(self) -> str:
+        """The plain three-digit key (``'011'``), e.g. for run names and JSON."""
+        return self.value
+
+    @property
+    def bits(self) -> tuple[int, int, int]:
+        """``(G0, G1, G2)`` as 0/1 ints, the form the models gate their level embeddings with."""
+        return tuple(int(ch) for ch in self.value)  # type: ignore[return-value]
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The enabled level names, e.g. ``('G1', 'G2')``."""
+        return tuple(level for level, bit in zip(LEVELS, self.bits, strict=True) if bit)
+
+    @property
+    def label(self) -> str:
+        """What tables and charts print: ``'none (flat)'``, ``'G0'``, ..., ``'G0+G1+G2'``."""
+        return "+".join(self.levels) or "none (flat)"
+
+    @property
+    def rank(self) -> int:
+        """Position in the paper's table order (0 for flat, 7 for all levels)."""
+        return _RANK[self]
+
+    @property
+    def is_flat(self) -> bool:
+        return self is Setting.FLAT
+
+
+_RANK = {setting: index for index, setting in enumerate(Setting)}
+FLAT = Setting.FLAT
+#: All 8 settings in the paper's table order.
+SETTINGS: tuple[Setting, ...] = tuple(Setting)
+
+
+def setting_rank(value: str) -> int:
+    """Sort key for setting keys in frames; anything that is not a setting sorts last."""
+    try:
+        return Setting(value).rank
+    except ValueError:
+        return len(SETTINGS)
 
 
 def check_scheme(scheme: str) -> str:

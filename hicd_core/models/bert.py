@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hicd_core.hierarchy import LEVELS
+from hicd_core.hierarchy import LEVELS, Setting
 
 #: Special code tokens (ids fixed so every vocabulary agrees on them). Hierarchy level vocabularies
 #: reserve id 0 for "no hierarchy" (special tokens, masked positions) and 1 for "unknown level id".
@@ -49,31 +49,36 @@ class BertConfig:
     max_age: int = 120  # ages are clipped to 0..max_age-1 years; id max_age means "unknown age"
     max_visits: int = 256  # position = visit number in the window; max_len bounds it (>= 1 token/visit)
     n_segments: int = 2  # BEHRT alternates A/B across visits
-    setting: tuple[int, int, int] = (0, 0, 0)  # which of (G0, G1, G2) are added to every token
+    setting: Setting = Setting.FLAT  # which of (G0, G1, G2) are added to every token
     scheme: str = "ontology"  # how G0/G1/G2 ids are derived (hicd_core.hierarchy.SCHEMES)
     init_std: float = 0.02  # BERT initialisation
 
     def __post_init__(self) -> None:
-        self.setting = tuple(int(bool(b)) for b in self.setting)  # type: ignore[assignment]
         self.level_vocab_sizes = tuple(int(n) for n in self.level_vocab_sizes)  # type: ignore[assignment]
-        if len(self.setting) != 3 or len(self.level_vocab_sizes) != 3:
-            raise ValueError("setting and level_vocab_sizes must have one entry per level (G0, G1, G2)")
+        if not isinstance(self.setting, Setting):
+            raise TypeError(f"BertConfig.setting must be a Setting, got {self.setting!r}")
+        if len(self.level_vocab_sizes) != 3:
+            raise ValueError("level_vocab_sizes must have one entry per level (G0, G1, G2)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
     @property
     def enabled_levels(self) -> tuple[str, ...]:
-        return tuple(name for name, on in zip(LEVELS, self.setting, strict=True) if on)
+        return self.setting.levels
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["setting"], out["level_vocab_sizes"] = list(self.setting), list(self.level_vocab_sizes)
+        # config.json keeps the setting as a [G0, G1, G2] list, as every stored artifact has it.
+        out["setting"], out["level_vocab_sizes"] = list(self.setting.bits), list(self.level_vocab_sizes)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BertConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})  # __post_init__ makes lists tuples
+        values = {k: v for k, v in data.items() if k in known}  # __post_init__ makes lists tuples
+        if "setting" in values:
+            values["setting"] = Setting.from_bits(values["setting"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ def default_preset(device: torch.device | str) -> str:
     return "paper" if torch.device(device).type == "cuda" else "cpu"
 
 
-def make_config(preset: str, setting: tuple[int, int, int], scheme: str, code_vocab_size: int,
+def make_config(preset: str, setting: Setting, scheme: str, code_vocab_size: int,
                 level_vocab_sizes: tuple[int, int, int], **overrides: Any) -> BertConfig:
     """A :class:`BertConfig` for ``preset`` with the vocabulary sizes of a tokeniser."""
     if preset not in PRESETS:
@@ -154,7 +159,7 @@ class BertEmbeddings(nn.Module):
         self.segment = nn.Embedding(config.n_segments, d)
         self.levels = nn.ModuleDict({
             name.lower(): nn.Embedding(size, d, padding_idx=LEVEL_NULL)
-            for name, size, on in zip(LEVELS, config.level_vocab_sizes, config.setting, strict=True)
+            for name, size, on in zip(LEVELS, config.level_vocab_sizes, config.setting.bits, strict=True)
             if on})
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)

@@ -2,7 +2,7 @@
 
 Typical use (one pretraining per hierarchy setting, both tasks fine-tuned from it)::
 
-    pre = pretrain_mlm(cohort, (0, 1, 1), preset="cpu", seed=0)
+    pre = pretrain_mlm(cohort, Setting.G1_G2, preset="cpu", seed=0)
     for task in ("readmission_30d", "emergency_next"):
         run = finetune(pre, cohort, task, seed=0)
         run.save(runs / f"bert-011-{task}-0")
@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hicd_core.cohort.schema import TEST, TRAIN, VALIDATION, Cohort
-from hicd_core.hierarchy import LEVELS, code_set_year, setting_key
+from hicd_core.hierarchy import LEVELS, Setting, code_set_year
 from hicd_core.models.bert import PRESETS, UNK, BertConfig, HicdBert, TrainPreset, make_config
 from hicd_core.models.bert_data import (
     BertVocab,
@@ -50,7 +50,7 @@ from hicd_core.models.bert_data import (
 )
 from hicd_core.models.common import (
     ArtifactError,
-    EarlyStopping,
+    FinetuneTail,
     ProgressCallback,
     ProgressEvent,
     autocast,
@@ -63,7 +63,6 @@ from hicd_core.models.common import (
     state_dict_cpu,
 )
 from hicd_core.runtime import seed_everything
-from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
 MODEL_NAME = "hicd-bert"
 VOCAB_FILE = "vocab.json"
@@ -121,12 +120,12 @@ class BertRun:
         return self.model.config
 
     @property
-    def setting(self) -> tuple[int, int, int]:
+    def setting(self) -> Setting:
         return self.model.config.setting
 
     @property
     def history(self) -> list[dict[str, float]]:
-        """Per-epoch learning curve of this stage."""
+        """Per-epoch rows of this stage (``metrics['history']``: MLM or fine-tuning)."""
         return self.metrics.get("history", [])
 
     def _tokenize(self, cohort: Cohort, task: str, split: str | None) -> tuple[TokenizedSamples, np.ndarray]:
@@ -185,7 +184,7 @@ class BertRun:
         return meta, matrix.numpy()
 
     def _artifact_config(self) -> dict[str, Any]:
-        return {"model": MODEL_NAME, "kind": self.kind, "setting": setting_key(self.setting),
+        return {"model": MODEL_NAME, "kind": self.kind, "setting": self.setting.key,
                 "scheme": self.config.scheme, "preset": self.preset, "task": self.task, "seed": self.seed,
                 "bert": self.config.to_dict(), "code_set_year": code_set_year(),
                 "cohort_fingerprint": self.cohort_fingerprint, "cohort_site": self.cohort_site,
@@ -288,7 +287,7 @@ def _mlm_loss(model: HicdBert, batch: dict[str, torch.Tensor], flat: torch.Tenso
     return nn.functional.cross_entropy(logits.float(), targets.to(device))
 
 
-def pretrain_mlm(cohort: Cohort, setting: tuple[int, int, int], *, scheme: str = "ontology",
+def pretrain_mlm(cohort: Cohort, setting: Setting, *, scheme: str = "ontology",
                  preset: str = "cpu", seed: int = 0, device: str = "auto", epochs: int | None = None,
                  mask_hierarchy: bool = False, progress: ProgressCallback | None = None,
                  min_count: int = 1, mask_rate: float = 0.15, bf16: bool | None = None) -> PretrainResult:
@@ -367,7 +366,7 @@ def pretrain_mlm(cohort: Cohort, setting: tuple[int, int, int], *, scheme: str =
     metrics = {"history": history, "best_epoch": best_epoch,
                "best_val_loss": best_loss if math.isfinite(best_loss) else None,  # None: no epoch run
                "n_train_sequences": len(train_idx), "n_val_sequences": len(val_idx),
-               "seconds": time.perf_counter() - started, "setting": setting_key(config.setting)}
+               "seconds": time.perf_counter() - started, "setting": config.setting.key}
     return PretrainResult(model=model, vocab=vocab, preset=preset, seed=seed,
                           cohort_fingerprint=cohort.fingerprint, cohort_site=cohort.site, bf16=use_bf16,
                           mask_hierarchy=mask_hierarchy, eval_batch=recipe.eval_batch, metrics=metrics,
@@ -396,8 +395,9 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
 
     BCEWithLogits with pos_weight = N_neg/N_pos (train split), AdamW, ReduceLROnPlateau on validation
     AUROC (max, patience 2, factor 0.5), early stopping on validation AUROC; the best-validation
-    weights are kept and the macro-F1 threshold is chosen on validation. ``metrics`` holds the
-    per-epoch curve and validation/test metrics at that threshold.
+    weights are kept and the macro-F1 threshold is chosen on validation
+    (:class:`~hicd_core.models.common.FinetuneTail`). ``metrics`` uses the keys listed in
+    :mod:`hicd_core.models.common`: ``history``, ``best_epoch``, ``threshold``, ``validation``, ``test``...
     """
     recipe, dev = _resolve(pretrained.preset, device)
     seed_everything(seed)
@@ -422,17 +422,17 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
     pos_weight = torch.tensor((len(y_train) - n_pos) / max(n_pos, 1), dtype=torch.float32, device=dev)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     opt = _optimizer(model, recipe.finetune_lr if lr is None else lr, recipe.weight_decay)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=2, factor=0.5)
-    stopper = EarlyStopping(patience=patience, min_delta=1e-4, mode="max")
+    tail = FinetuneTail(model, opt, patience=patience, min_delta=1e-4, lr_patience=2, lr_factor=0.5,
+                        total=n_epochs, stage="finetune", label=task, progress=progress)
     rng = np.random.default_rng(seed)
     lengths = samples.lengths
 
-    history: list[dict[str, float]] = []
-    best_state, best_epoch = state_dict_cpu(model), 0
+    def predict(idx: np.ndarray) -> np.ndarray:
+        return run._forward_all(samples, idx, "prob")
+
     for epoch in range(1, n_epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        total, count, n_tok = 0.0, 0, 0
+        tail.start_epoch()
+        n_tok = 0
         order = rng.permutation(len(train_idx))
         for b in bucketed_batches(order, lengths[train_idx], recipe.finetune_batch, rng):
             batch = samples.batch(train_idx[b])
@@ -442,36 +442,19 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b)
-            count += len(b)
+            tail.add_loss(loss, len(b))
             n_tok += int(batch["codes"].numel())
-        train_seconds = time.perf_counter() - t0
-        val_auroc = auroc(y_val, run._forward_all(samples, val_idx, "prob"))
-        monitored = 0.5 if math.isnan(val_auroc) else val_auroc
-        plateau.step(monitored)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "val_auroc": val_auroc,
-               "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
-               "tokens_per_s": n_tok / train_seconds}
-        history.append(row)
-        if stopper.improved(monitored):
-            best_state, best_epoch = state_dict_cpu(model), epoch
-        stop = stopper.step(monitored)
-        progress(ProgressEvent(stage="finetune", step=epoch, total=n_epochs, metrics=dict(row),
-                               message=f"{task} epoch {epoch}/{n_epochs}: val AUROC {val_auroc:.4f}"))
-        if stop:
+        tokens_per_s = n_tok / tail.elapsed()
+        if tail.end_epoch(epoch, y_val, predict(val_idx), tokens_per_s=tokens_per_s):
             break
-    model.load_state_dict(best_state)
-    p_val = run._forward_all(samples, val_idx, "prob")
-    run.threshold = choose_threshold(y_val, p_val)
-    metrics: dict[str, Any] = {"val": binary_metrics(y_val, p_val, run.threshold)}
-    if len(test_idx):
-        metrics["test"] = binary_metrics(samples.label[test_idx], run._forward_all(samples, test_idx, "prob"),
-                                         run.threshold)
-    metrics.update({"threshold": run.threshold, "history": history, "best_epoch": best_epoch,
-                    "stopped_epoch": len(history), "pos_weight": float(pos_weight),
-                    "pretrain": {k: pretrained.metrics.get(k)
-                                 for k in ("history", "best_epoch", "best_val_loss")},
-                    "pretrain_seed": pretrained.seed, "seconds": time.perf_counter() - started})
+    metrics = tail.finish(y_val, lambda: predict(val_idx), samples.label[test_idx], lambda: predict(test_idx))
+    run.threshold = metrics["threshold"]
+    metrics.update({"task": task, "setting": run.setting.key, "pos_weight": float(pos_weight),
+                    "pretrain_history": pretrained.metrics.get("history"),
+                    "pretrain_best_epoch": pretrained.metrics.get("best_epoch"),
+                    "pretrain_best_val_loss": pretrained.metrics.get("best_val_loss"),
+                    "pretrain_seconds": pretrained.metrics.get("seconds"), "pretrain_seed": pretrained.seed,
+                    "seconds": time.perf_counter() - started})
     run.metrics = metrics
     return run
 
@@ -493,9 +476,9 @@ def _load(path: Path | str, kind: str, expect: dict[str, Any] | None, device: st
         bert_config = BertConfig.from_dict(config["bert"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path / 'config.json'} has no valid 'bert' configuration ({exc})") from exc
-    if setting_key(bert_config.setting) != config.get("setting"):
+    if bert_config.setting != config.get("setting"):
         raise ArtifactError(f"{path / 'config.json'}: setting {config.get('setting')!r} disagrees with the "
-                            f"model configuration {setting_key(bert_config.setting)!r}")
+                            f"model configuration {bert_config.setting.key!r}")
     sizes = (bert_config.code_vocab_size, tuple(bert_config.level_vocab_sizes))
     if sizes != (vocab.n_codes, vocab.level_sizes):
         raise ArtifactError(f"{path}: {VOCAB_FILE} does not match the model's vocabulary sizes")
@@ -518,9 +501,9 @@ def _run_kwargs(config: dict[str, Any], model: HicdBert, vocab: BertVocab, metri
 def load_bert(path: Path | str, expect: dict[str, Any] | None = None, *, device: str = "auto") -> TrainedBert:
     """Load a fine-tuned model saved by :meth:`TrainedBert.save`.
 
-    ``expect`` maps config keys to required values (``{"setting": "011", "task": "readmission_30d"}``;
-    a setting may also be a tuple). Missing/corrupted files, a config of another setting, or weights
-    that do not fit raise :class:`~hicd_core.models.common.ArtifactError`.
+    ``expect`` maps config keys to required values (``{"setting": Setting.G1_G2, "task":
+    "readmission_30d"}``). Missing/corrupted files, a config of another setting, or weights that do
+    not fit raise :class:`~hicd_core.models.common.ArtifactError`.
     """
     config, model, vocab, metrics, dev = _load(path, TrainedBert.kind, expect, device)
     return TrainedBert(**_run_kwargs(config, model, vocab, metrics, dev),

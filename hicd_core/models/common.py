@@ -1,16 +1,46 @@
 """Plumbing shared by HICD-BERT and HICD-Graph: devices, precision, progress, batching, artifacts,
-early stopping.
+early stopping, and the fine-tune tail (:class:`FinetuneTail`).
 
 Artifacts are directories holding ``config.json`` + ``model.safetensors`` + ``metrics.json`` (and any
 extra JSON such as a vocabulary). safetensors cannot execute code on load, so nothing here ever
 unpickles. Directories are written to a temporary sibling and renamed in one step, so a crash never
 leaves a half-written model that looks complete.
+
+Metric keys: a fine-tuned model's ``metrics`` (its ``metrics.json``, and what the sweep stores under
+``training``) use one vocabulary for both models; :class:`FinetuneTail` writes the first six.
+
+===================== ==========================================================================
+key                   meaning
+===================== ==========================================================================
+``history``           per-epoch fine-tuning rows: ``epoch``, ``train_loss`` (mean over the epoch's
+                      samples), ``val_auroc`` (NaN where undefined), ``lr`` (after the scheduler
+                      step), ``seconds``; HICD-BERT adds ``tokens_per_s``
+``best_epoch``        the epoch whose weights were kept (best validation AUROC)
+``stopped_epoch``     epochs run (fewer than asked when early stopping fired)
+``threshold``         the macro-F1 decision threshold, chosen on the validation split
+``validation``        :func:`~hicd_core.stats.binary_metrics` on the validation split at ``threshold``
+``test``              the same on the test split (when it has samples)
+``task``, ``setting`` the task name and the setting's three-digit key
+``pos_weight``        the positive-class weight of the BCE loss
+``seconds``           wall time of the fine-tuning
+``pretrain_history``  per-epoch rows of the task-independent stage: HICD-BERT's MLM (``epoch``,
+                      ``train_loss``, ``val_loss``, ``lr``, ``seconds``, ``tokens_per_s``), HICD-Graph's
+                      GCN (``epoch``, ``train_loss``, and ``link_auc`` every ``gcn_eval_every`` epochs)
+``pretrain_seconds``  wall time of that stage
+===================== ==========================================================================
+
+Only one model has: HICD-BERT ``pretrain_best_epoch``, ``pretrain_best_val_loss``, ``pretrain_seed``;
+HICD-Graph ``link_auc`` (final held-out link-prediction AUROC), ``class_balance``, ``graph``. The
+pretraining stages keep their own rows as ``history`` too (``PretrainResult.history`` with
+``best_epoch`` and ``best_val_loss`` in its metrics, ``GCNResult.history``). The sweep's run
+``metrics.json`` recomputes ``test``, ``validation`` and ``threshold`` at its top level.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +53,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hicd_core import CODE_VERSION
-from hicd_core.hierarchy import setting_key
 from hicd_core.runtime import atomic_directory, library_versions
+from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "model.safetensors", "metrics.json"
 
@@ -103,6 +133,81 @@ class EarlyStopping:
         return self.bad_epochs > self.patience
 
 
+class FinetuneTail:
+    """The bookkeeping both fine-tuning loops share: per epoch and once training stops.
+
+    Per epoch: :meth:`start_epoch` (train mode, clock), :meth:`add_loss` per batch, then
+    :meth:`end_epoch` with the validation probabilities: validation AUROC (0.5, chance, stands in
+    for the scheduler and early stopping where it is undefined), one ``ReduceLROnPlateau(max)``
+    step, the ``history`` row, a CPU copy of the weights when the monitored value improved, one
+    progress event, and whether early stopping says stop. At the end, :meth:`finish` loads the best
+    weights back, chooses the macro-F1 threshold on validation and returns the metrics at it (the
+    first keys of the table in this module's docstring).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, patience: int,
+                 min_delta: float, lr_patience: int, lr_factor: float, total: int, stage: str, label: str,
+                 progress: ProgressCallback) -> None:
+        self.model, self.optimizer, self.progress = model, optimizer, progress
+        self.total, self.stage, self.label = total, stage, label
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", patience=lr_patience, factor=lr_factor)
+        self.stopper = EarlyStopping(patience, min_delta, mode="max")
+        self.best_state, self.best_epoch = state_dict_cpu(model), 0
+        self.history: list[dict[str, float]] = []
+        self._started, self._loss_sum, self._loss_count = 0.0, 0.0, 0
+
+    def start_epoch(self) -> None:
+        self._started, self._loss_sum, self._loss_count = time.perf_counter(), 0.0, 0
+        self.model.train()
+
+    def add_loss(self, loss: torch.Tensor, n: int) -> None:
+        """Count one batch's mean loss for ``n`` samples towards the epoch's ``train_loss``."""
+        self._loss_sum += float(loss.detach()) * n
+        self._loss_count += n
+
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start_epoch`."""
+        return time.perf_counter() - self._started
+
+    def end_epoch(self, epoch: int, y_val: np.ndarray, val_prob: np.ndarray, **extra: float) -> bool:
+        """Record epoch ``epoch`` (``extra`` goes into its row); True when training should stop."""
+        val_auroc = auroc(y_val, val_prob)
+        monitored = 0.5 if math.isnan(val_auroc) else val_auroc
+        self.scheduler.step(monitored)
+        train_loss = self._loss_sum / max(self._loss_count, 1)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_auroc": val_auroc,
+               "lr": float(self.optimizer.param_groups[0]["lr"]), "seconds": self.elapsed(), **extra}
+        self.history.append(row)
+        if self.stopper.improved(monitored):
+            self.best_state, self.best_epoch = state_dict_cpu(self.model), epoch
+        stop = self.stopper.step(monitored)
+        message = f"{self.label} epoch {epoch}/{self.total}: val AUROC {val_auroc:.4f}"
+        self.progress(ProgressEvent(stage=self.stage, step=epoch, total=self.total, metrics=dict(row),
+                                    message=message))
+        return stop
+
+    def finish(self, y_val: np.ndarray, predict_val: Callable[[], np.ndarray],
+               y_test: np.ndarray | None = None, predict_test: Callable[[], np.ndarray] | None = None
+               ) -> dict[str, Any]:
+        """Best weights back (eval mode), threshold on validation, metrics at it.
+
+        ``predict_*`` return the current model's probabilities for the split whose labels are
+        ``y_*``; the test metrics are left out when ``predict_test`` is None or ``y_test`` is empty.
+        """
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        p_val = predict_val()
+        threshold = choose_threshold(y_val, p_val)
+        metrics: dict[str, Any] = {"threshold": threshold,
+                                   "validation": binary_metrics(y_val, p_val, threshold)}
+        if predict_test is not None and y_test is not None and len(y_test):
+            metrics["test"] = binary_metrics(y_test, predict_test(), threshold)
+        metrics.update({"history": self.history, "best_epoch": self.best_epoch,
+                        "stopped_epoch": len(self.history)})
+        return metrics
+
+
 def bucketed_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
                      chunk_batches: int = 50) -> list[np.ndarray]:
     """Cut an epoch's sample order into batches of similar length, in shuffled batch order.
@@ -144,13 +249,11 @@ def load_artifact(path: Path, expect: dict[str, Any] | None = None
                   ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """Read a model directory; raise :class:`ArtifactError` naming the file on any problem.
 
-    ``expect`` maps config keys to required values (e.g. ``{"model": "bert", "setting": "011"}``),
-    so loading weights into the wrong configuration fails loudly instead of silently. A ``setting``
-    may also be given as a tuple of switches (``(0, 1, 1)``); it is compared as its key (``'011'``).
+    ``expect`` maps config keys to required values (e.g. ``{"model": "bert", "setting": Setting.G1_G2}``),
+    so loading weights into the wrong configuration fails loudly instead of silently.
     """
     path = Path(path)
-    expect = {key: setting_key(value) if key == "setting" and not isinstance(value, str) else value
-              for key, value in (expect or {}).items()}
+    expect = expect or {}
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise ArtifactError(f"{path / name} is missing: {path} is not a complete model directory")

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from hicd_core.hierarchy import LEVELS, chapter_titles, level_ids, normalize_codes, setting_key
+from hicd_core.hierarchy import LEVELS, Setting, chapter_titles, level_ids, normalize_codes
 from hicd_core.hierarchy.icd10 import UNKNOWN, code_index, tree_frame
 
 #: Node kinds: code nodes, then ancestor kinds.
@@ -164,14 +164,13 @@ class CodeGraph:
         meta: build parameters and figures (admissions, PMI threshold and range, cohort fingerprint).
     """
 
-    setting: tuple[int, int, int]
+    setting: Setting
     node_level: str
     nodes: pd.DataFrame
     edges: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.setting = tuple(int(b) for b in self.setting)  # type: ignore[assignment]
         self._index = pd.Index(self.nodes["name"].astype(str).to_numpy())
         self._ancestor_cache: dict[str, pd.DataFrame] = {}
 
@@ -179,10 +178,6 @@ class CodeGraph:
     @property
     def scheme(self) -> str:
         return SCHEME_OF[self.node_level]
-
-    @property
-    def setting_key(self) -> str:
-        return setting_key(self.setting)
 
     @property
     def n_nodes(self) -> int:
@@ -195,7 +190,7 @@ class CodeGraph:
     @property
     def key(self) -> dict[str, Any]:
         """What makes two graphs the same (a GCN trained on one can be reused for the other)."""
-        return {"setting": self.setting_key, "node_level": self.node_level,
+        return {"setting": self.setting.key, "node_level": self.node_level,
                 "percentile": self.meta.get("percentile"), "epsilon": self.meta.get("epsilon"),
                 "min_count": self.meta.get("min_count"),
                 "cohort_fingerprint": self.meta.get("cohort_fingerprint")}
@@ -233,7 +228,7 @@ class CodeGraph:
         if len(distinct):
             values = ancestor_values(distinct, self.node_level)
             for i, (level, kind) in enumerate(zip(LEVELS, ANCESTOR_KINDS[self.node_level], strict=True)):
-                if self.setting[i]:
+                if self.setting.bits[i]:
                     names = NAME_PREFIX[kind] + values[level]
                     ancestors[:-1, i] = self._index.get_indexer(names.to_numpy())
         return code_ids[row_key], ancestors[row_key]
@@ -268,7 +263,7 @@ class CodeGraph:
             mapped = self.map_code(code)
             if not mapped:
                 raise KeyError(f"{code!r} is not a node of this graph and maps to no node "
-                               f"(setting {self.setting_key})")
+                               f"(setting {self.setting.key})")
             centre = self.node_id(mapped[0])
         # Stored as 1 + weight so that zero-weight edges still count as edges.
         index, weight = self.edge_arrays(symmetric=True)
@@ -301,7 +296,7 @@ class CodeGraph:
         def table(frame: pd.DataFrame) -> dict[str, list]:
             return {col: [None if isinstance(v, float) and np.isnan(v) else v
                           for v in frame[col].tolist()] for col in frame.columns}
-        return {"setting": list(self.setting), "node_level": self.node_level, "meta": self.meta,
+        return {"setting": list(self.setting.bits), "node_level": self.node_level, "meta": self.meta,
                 "nodes": table(self.nodes), "edges": table(self.edges)}
 
     @classmethod
@@ -316,20 +311,20 @@ class CodeGraph:
         edges = edges[list(EDGE_COLUMNS)].astype(EDGE_DTYPES)
         if len(nodes) and not np.array_equal(nodes["node_id"].to_numpy(), np.arange(len(nodes))):
             raise ValueError("graph node ids are not 0..n-1 in order")
-        return cls(setting=tuple(obj["setting"]), node_level=obj["node_level"], nodes=nodes, edges=edges,
-                   meta=dict(obj.get("meta", {})))
+        return cls(setting=Setting.from_bits(obj["setting"]), node_level=obj["node_level"], nodes=nodes,
+                   edges=edges, meta=dict(obj.get("meta", {})))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     def summary(self) -> dict[str, Any]:
         """Counts per node kind and edge kind (for logs and the app)."""
-        return {"setting": self.setting_key, "node_level": self.node_level,
+        return {"setting": self.setting.key, "node_level": self.node_level,
                 "nodes": self.nodes["kind"].value_counts().to_dict(),
                 "edges": self.edges["kind"].value_counts().to_dict(), **self.meta}
 
 
-def build_code_graph(diagnoses: pd.DataFrame, setting: tuple[int, int, int], *, node_level: str = "category",
+def build_code_graph(diagnoses: pd.DataFrame, setting: Setting, *, node_level: str = "category",
                      percentile: float = 52.0, epsilon: float = 0.0, min_count: int = 1,
                      cohort_fingerprint: str = "") -> CodeGraph:
     """Build the graph from TRAIN diagnoses rows (the caller selects them; see ``graph_train``).
@@ -339,9 +334,8 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: tuple[int, int, int], *, 
     Formulas: module docstring. Everything is sparse and vectorised.
     """
     _check_node_level(node_level)
-    setting = tuple(int(b) for b in setting)  # type: ignore[assignment]
-    if len(setting) != 3 or set(setting) - {0, 1}:
-        raise ValueError(f"setting must be three 0/1 switches, got {setting!r}")
+    if not isinstance(setting, Setting):
+        raise TypeError(f"setting must be a hierarchy Setting, got {setting!r}")
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     row_key, code_table = distinct_codes(diagnoses, node_level)
@@ -383,7 +377,7 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: tuple[int, int, int], *, 
     offset = n_codes
     chapter_codes, chapter_names = pd.factorize(code_table["chapter"])  # for each ancestor's display chapter
     for i, (level, kind) in enumerate(zip(LEVELS, ANCESTOR_KINDS[node_level], strict=True)):
-        if not setting[i] or n_codes == 0:
+        if not setting.bits[i] or n_codes == 0:
             continue
         member_idx, values = pd.factorize(anc[level].to_numpy(), sort=True)
         # Admissions holding any code below each ancestor: nonzeros of X @ membership.

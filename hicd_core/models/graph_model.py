@@ -31,7 +31,7 @@ or with plain IG on :meth:`PatientTransformer.forward_from_embeddings`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -57,8 +57,8 @@ class GraphConfig:
     # (readmission) does not follow GCN length (0 / 100 / 400 epochs: flat 0.666 / 0.657 / 0.674,
     # all levels 0.676 / 0.673 / 0.667: no trend, all within one standard error (~0.015) of the
     # 1.8k-sample validation set).
-    # 100 keeps the 8-setting sweep near 3 minutes on 2 cores; the sweep's 'paper' preset uses 400,
-    # which is what the embedding analyses of the GCN vectors should use.
+    # 100 keeps the 8-setting sweep near 3 minutes on 2 cores; the 'paper' preset (PRESETS below)
+    # uses 400, which is what the embedding analyses of the GCN vectors should use.
     gcn_epochs: int = 100
     negative_ratio: float = 1.0  # random non-edges per positive edge, resampled each epoch (paper: unknown)
     link_holdout: float = 0.1  # share of edges held out of training to measure link-prediction AUC
@@ -78,7 +78,7 @@ class GraphConfig:
     # Paper: 2e-5 for 15 epochs on full MIMIC-IV (~10^5-10^6 samples). On the default cohort
     # (~14k training samples, all levels, readmission) 1e-3 peaks at epoch 1-3 (0.667) and then
     # overfits, 1e-4 is still rising at epoch 7 (0.671), so 2e-5 would need many more epochs;
-    # 3e-4 reaches 0.671 by epoch 2-4. The sweep's 'paper' preset uses 2e-5 (experiments.families).
+    # 3e-4 reaches 0.671 by epoch 2-4. The 'paper' preset (PRESETS below) uses 2e-5.
     lr: float = 3e-4
     weight_decay: float = 1e-5
     max_epochs: int = 15
@@ -101,6 +101,35 @@ class GraphConfig:
                              f"got {self.class_balance!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+
+#: HICD-Graph's presets, keyed like HICD-BERT's (:data:`hicd_core.models.bert.PRESETS`).
+#: ``cpu`` is :class:`GraphConfig`'s defaults (chosen for 2 CPU cores, see the notes above).
+#: ``paper`` sets every value the paper's Table 8 (GCN) and Table 9 (patient transformer) give that
+#: :class:`GraphConfig` has (paper-notes §6.2-6.3); Table 9's "FP16 mixed precision on CUDA" is
+#: ``amp`` (bf16 autocast on CUDA, the default anyway). Use :func:`graph_config`, which hands out
+#: a copy (a ``GraphConfig`` is mutable).
+PRESETS: dict[str, GraphConfig] = {
+    "cpu": GraphConfig(),
+    "paper": replace(GraphConfig(), **{
+        # Table 8: GCN link prediction.
+        "in_dim": 64, "hidden_dim": 128, "out_dim": 128, "gcn_lr": 0.005, "gcn_epochs": 400,
+        # Table 9: patient transformer.
+        "batch_size": 64, "max_epochs": 15, "lr": 2e-5, "weight_decay": 1e-5, "lr_patience": 2,
+        "lr_factor": 0.5, "grad_clip": 1.0, "class_balance": "both", "amp": True,
+    }),
+}
+
+
+def graph_config(preset: str) -> GraphConfig:
+    """A fresh :class:`GraphConfig` of one of :data:`PRESETS`.
+
+    >>> graph_config("paper").gcn_epochs, graph_config("cpu") == GraphConfig()
+    (400, True)
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown HICD-Graph preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[preset])
 
 
 class _SymmetricSpMM(torch.autograd.Function):

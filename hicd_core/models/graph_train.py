@@ -2,15 +2,17 @@
 
 Entry points (each seeds once with :func:`hicd_core.runtime.seed_everything`)::
 
-    graph = build_graph(cohort, (1, 1, 0))                         # train admissions only
-    gcn = train_gcn(graph, seed=0, device="auto")                  # emb, curve, link_auc = gcn
-    model = train_graph_model(cohort, "readmission_30d", (1, 1, 0), gcn=gcn)   # reuse across tasks
+    graph = build_graph(cohort, Setting.G0_G1)                     # train admissions only
+    gcn = train_gcn(graph, seed=0, device="auto")                  # emb, history, link_auc = gcn
+    model = train_graph_model(cohort, "readmission_30d", Setting.G0_G1, gcn=gcn)  # reuse across tasks
     model.predict(cohort, "readmission_30d", split="test")         # sample_id, prob
     model.save(path); load_graph_model(path, expect={"setting": "110"})
 
 Fine-tuning follows the paper's Table 9: BCEWithLogits with ``pos_weight = N_neg / N_pos``, AdamW,
 ReduceLROnPlateau on validation AUROC, gradient clipping at 1.0, best-validation-AUROC weights and
-a decision threshold picked on validation for macro-F1 and stored with the model.
+a decision threshold picked on validation for macro-F1 and stored with the model (the per-epoch
+and final bookkeeping is :class:`~hicd_core.models.common.FinetuneTail`, shared with HICD-BERT;
+the metric keys are listed in :mod:`hicd_core.models.common`).
 
 Class balance (``GraphConfig.class_balance``): the paper uses a ``WeightedRandomSampler`` AND
 ``pos_weight`` at once (``'both'``, the default). The sampler draws each epoch's ``N_train`` samples
@@ -34,7 +36,6 @@ benchmarks and tests pin ``torch.set_num_threads(1)``; training itself leaves th
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,11 +47,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hicd_core.cohort.schema import TRAIN, VALIDATION, Cohort
-from hicd_core.hierarchy import code_set_year, setting_key
+from hicd_core.cohort.schema import TEST, TRAIN, VALIDATION, Cohort
+from hicd_core.hierarchy import Setting, code_set_year
 from hicd_core.models.common import (
     ArtifactError,
-    EarlyStopping,
+    FinetuneTail,
     ProgressCallback,
     ProgressEvent,
     autocast,
@@ -72,7 +73,7 @@ from hicd_core.models.graph_model import (
     normalized_adjacency,
 )
 from hicd_core.runtime import seed_everything
-from hicd_core.stats import auroc, binary_metrics, choose_threshold
+from hicd_core.stats import auroc
 
 MODEL_NAME = "hicd-graph"
 GRAPH_FILE = "graph.json"
@@ -93,7 +94,7 @@ def _rows_in_split(cohort: Cohort, visit_ids: np.ndarray, split: str) -> np.ndar
     return visit_in[pos]
 
 
-def build_graph(cohort: Cohort, setting: tuple[int, int, int], *, node_level: str = "category",
+def build_graph(cohort: Cohort, setting: Setting, *, node_level: str = "category",
                 percentile: float = 52.0, epsilon: float = 0.0, min_count: int = 1) -> CodeGraph:
     """The co-occurrence + hierarchy graph from the cohort's TRAIN admissions (no val/test leakage)."""
     diagnoses = cohort.diagnoses
@@ -108,11 +109,12 @@ def build_graph(cohort: Cohort, setting: tuple[int, int, int], *, node_level: st
 # ============================================================================ GCN
 @dataclass
 class GCNResult:
-    """A trained GCN. Unpacks as ``embeddings, curve, link_auc = train_gcn(...)``.
+    """A trained GCN. Unpacks as ``embeddings, history, link_auc = train_gcn(...)``.
 
     Attributes:
         embeddings: [n_nodes, out_dim] float32 node embeddings (message passing over ALL edges).
-        curve: ``[{"epoch", "loss", "link_auc"?}]``; held-out AUC every ``gcn_eval_every`` epochs.
+        history: ``[{"epoch", "train_loss", "link_auc"?}]``; held-out AUC every ``gcn_eval_every``
+            epochs (the fine-tuned model's ``pretrain_history``).
         link_auc: final held-out link-prediction AUROC (held-out edges vs as many non-edges).
         state: the GCN's weights (CPU), saved inside the model artifact.
         graph: the graph it was trained on.
@@ -120,7 +122,7 @@ class GCNResult:
     """
 
     embeddings: np.ndarray
-    curve: list[dict[str, float]]
+    history: list[dict[str, float]]
     link_auc: float
     state: dict[str, torch.Tensor]
     graph: CodeGraph
@@ -129,7 +131,7 @@ class GCNResult:
     seconds: float = 0.0
 
     def __iter__(self) -> Iterator[Any]:
-        yield from (self.embeddings, self.curve, self.link_auc)
+        yield from (self.embeddings, self.history, self.link_auc)
 
 
 def _pair_keys(pairs: torch.Tensor, n: int) -> torch.Tensor:
@@ -229,7 +231,7 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
     loss_fn = nn.BCEWithLogitsLoss()
     pos_dev = train_pairs.to(dev)
     n_neg = round(config.negative_ratio * train_pairs.shape[1])
-    curve: list[dict[str, float]] = []
+    history: list[dict[str, float]] = []
     if train_pairs.shape[1] == 0:  # an edgeless graph: nothing to learn, keep the random init
         epochs = 0
 
@@ -253,17 +255,17 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
         loss = loss_fn(logits, target)
         loss.backward()
         optimizer.step()
-        point: dict[str, float] = {"epoch": epoch, "loss": float(loss.detach())}
+        point: dict[str, float] = {"epoch": epoch, "train_loss": float(loss.detach())}
         if epoch % config.gcn_eval_every == 0 or epoch == epochs:
             point["link_auc"] = evaluate()
-        curve.append(point)
+        history.append(point)
         progress(ProgressEvent(stage="gcn", step=epoch, total=epochs, metrics=point,
                                message=f"GCN epoch {epoch}/{epochs}"))
-    link_auc = evaluate() if epochs == 0 else curve[-1]["link_auc"]
+    link_auc = evaluate() if epochs == 0 else history[-1]["link_auc"]
     model.eval()
     with torch.no_grad():
         embeddings = model(adjacency(undirected, weights)).float().cpu().numpy()
-    return GCNResult(embeddings=embeddings, curve=curve, link_auc=float(link_auc),
+    return GCNResult(embeddings=embeddings, history=history, link_auc=float(link_auc),
                      state=state_dict_cpu(model), graph=graph, config=config, seed=seed,
                      seconds=time.perf_counter() - start)
 
@@ -398,7 +400,7 @@ class TrainedGraph:
         self._cache: tuple[str, int, VisitIndex] | None = None
 
     @property
-    def setting(self) -> tuple[int, int, int]:
+    def setting(self) -> Setting:
         return self.graph.setting
 
     def _remember_index(self, cohort: Cohort, index: VisitIndex) -> None:
@@ -452,7 +454,7 @@ class TrainedGraph:
         tensors = {f"gcn.{k}": v for k, v in state_dict_cpu(self.gcn).items()}
         tensors.update({f"transformer.{k}": v for k, v in state_dict_cpu(self.model).items()})
         tensors["gcn_embeddings"] = torch.from_numpy(np.ascontiguousarray(self.embeddings, np.float32))
-        config = {"model": MODEL_NAME, "setting": self.graph.setting_key, "scheme": self.graph.scheme,
+        config = {"model": MODEL_NAME, "setting": self.graph.setting.key, "scheme": self.graph.scheme,
                   "node_level": self.graph.node_level, "n_nodes": self.graph.n_nodes,
                   "graph_config": asdict(self.config), "threshold": self.threshold,
                   "code_set_year": code_set_year(), "graph_key": self.graph.key, **self.info}
@@ -480,9 +482,9 @@ def load_graph_model(path: str | Path, expect: dict[str, Any] | None = None,
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: graph tables or config are unreadable "
                             f"({type(exc).__name__}: {exc})") from exc
-    if graph.n_nodes != n_nodes or graph.setting_key != config.get("setting"):
+    if graph.n_nodes != n_nodes or graph.setting.key != config.get("setting"):
         raise ArtifactError(f"{path / GRAPH_FILE} does not match {path / 'config.json'} "
-                            f"({graph.n_nodes} nodes / setting {graph.setting_key} vs {n_nodes} / "
+                            f"({graph.n_nodes} nodes / setting {graph.setting.key} vs {n_nodes} / "
                             f"{config.get('setting')})")
     embeddings = tensors.pop("gcn_embeddings", None)
     if embeddings is None or tuple(embeddings.shape) != (n_nodes, graph_config.out_dim):
@@ -501,13 +503,7 @@ def load_graph_model(path: str | Path, expect: dict[str, Any] | None = None,
 
 
 # ============================================================================ fine-tuning
-def _auroc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Validation AUROC for the scheduler and early stopping: 0.5 (chance) when it is undefined."""
-    value = auroc(y, prob)
-    return 0.5 if math.isnan(value) else value
-
-
-def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], *, seed: int = 0,
+def train_graph_model(cohort: Cohort, task: str, setting: Setting, *, seed: int = 0,
                       device: str | torch.device = "auto", gcn: GCNResult | None = None,
                       progress: ProgressCallback | None = None, config: GraphConfig | None = None,
                       node_level: str = "category", percentile: float = 52.0) -> TrainedGraph:
@@ -517,7 +513,7 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
     reused instead of retraining (the graph does not depend on the task). Everything after the GCN is
     reseeded, so a reused GCN gives exactly the model a fresh one would.
     """
-    setting = tuple(int(b) for b in setting)  # type: ignore[assignment]
+    started = time.perf_counter()
     progress = progress or no_progress
     dev = pick_device(device)
     if gcn is not None:
@@ -526,8 +522,8 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
         shape = ("in_dim", "hidden_dim", "out_dim")
         if any(getattr(config, k) != getattr(gcn.config, k) for k in shape):
             raise ValueError(f"config and the GCN passed in disagree on {shape}")
-        expected = {"setting": setting_key(setting), "cohort_fingerprint": cohort.fingerprint}
-        actual = {"setting": graph.setting_key, "cohort_fingerprint": graph.meta.get("cohort_fingerprint")}
+        expected = {"setting": setting.key, "cohort_fingerprint": cohort.fingerprint}
+        actual = {"setting": graph.setting.key, "cohort_fingerprint": graph.meta.get("cohort_fingerprint")}
         if actual != expected:
             raise ValueError(f"the GCN passed in was trained on another graph ({actual}, need {expected})")
     else:
@@ -542,36 +538,40 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
     index = visit_index(cohort, graph)
     train = _samples(cohort, task, TRAIN)
     val = _samples(cohort, task, VALIDATION)
+    test = _samples(cohort, task, TEST)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"task {task!r} needs train and val samples (got {len(train)} / {len(val)})")
     train_windows = index.windows(train["visit_id"].to_numpy(), config.max_visits)
     val_windows = index.windows(val["visit_id"].to_numpy(), config.max_visits)
+    test_windows = index.windows(test["visit_id"].to_numpy(), config.max_visits)
     train_lengths = (train_windows >= 0).sum(1)  # visits per window, for length-bucketed batches
     y_train = train["label"].to_numpy(np.float32)
     y_val = val["label"].to_numpy(np.int64)
+    y_test = test["label"].to_numpy(np.int64)
     n_pos = float(y_train.sum())
     n_neg = float(len(y_train) - n_pos)
 
     model = PatientTransformer(graph.n_nodes, config, torch.from_numpy(gcn.embeddings)).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   fused=dev.type in ("cpu", "cuda"))  # one kernel per step, not per tensor
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=config.lr_patience,
-                                                           factor=config.lr_factor)
     use_pos_weight = config.class_balance in ("both", "pos_weight") and n_pos > 0
     pos_weight = torch.tensor(n_neg / n_pos if use_pos_weight else 1.0, device=dev)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     use_sampler = config.class_balance in ("both", "sampler") and 0 < n_pos < len(y_train)
     sample_weight = torch.from_numpy(np.where(y_train == 1, 1.0 / max(n_pos, 1), 1.0 / max(n_neg, 1)))
     amp = config.amp and dev.type == "cuda"
-    stopper = EarlyStopping(config.patience, config.min_delta, mode="max")
-    best_state, best_epoch, curve = state_dict_cpu(model), 0, []
+    tail = FinetuneTail(model, optimizer, patience=config.patience, min_delta=config.min_delta,
+                        lr_patience=config.lr_patience, lr_factor=config.lr_factor, total=config.max_epochs,
+                        stage="transformer", label="transformer", progress=progress)
     targets = torch.from_numpy(y_train)
 
+    def evaluate(windows: np.ndarray) -> np.ndarray:
+        return _run_eval(model, index, windows, dev, config.eval_batch_size, config.amp)
+
     for epoch in range(1, config.max_epochs + 1):
-        model.train()
+        tail.start_epoch()
         draw = (torch.multinomial(sample_weight, len(y_train), replacement=True, generator=generator)
                 if use_sampler else torch.randperm(len(y_train), generator=generator)).numpy()
-        total, count = 0.0, 0
         for picked in bucketed_batches(draw, train_lengths, config.batch_size, batch_rng):
             tokens, token_mask, visit_mask = _to_device(index.batch(train_windows[picked]), dev)
             target = targets[picked].to(dev)
@@ -582,32 +582,18 @@ def train_graph_model(cohort: Cohort, task: str, setting: tuple[int, int, int], 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * len(picked)
-            count += len(picked)
-        val_prob = _run_eval(model, index, val_windows, dev, config.eval_batch_size, config.amp)
-        val_auroc = _auroc(y_val, val_prob)
-        scheduler.step(val_auroc)
-        point = {"epoch": epoch, "loss": total / max(count, 1), "val_auroc": val_auroc,
-                 "lr": optimizer.param_groups[0]["lr"]}
-        curve.append(point)
-        if stopper.improved(val_auroc):
-            best_state, best_epoch = state_dict_cpu(model), epoch
-        stop = stopper.step(val_auroc)
-        progress(ProgressEvent(stage="transformer", step=epoch, total=config.max_epochs, metrics=point,
-                               message=f"transformer epoch {epoch}/{config.max_epochs}"))
-        if stop:
+            tail.add_loss(loss, len(picked))
+        if tail.end_epoch(epoch, y_val, evaluate(val_windows)):
             break
 
-    model.load_state_dict(best_state)
-    model.eval()
-    val_prob = _run_eval(model, index, val_windows, dev, config.eval_batch_size, config.amp)
-    threshold = float(choose_threshold(y_val, val_prob))
-    metrics: dict[str, Any] = {
-        "task": task, "setting": graph.setting_key, "threshold": threshold, "best_epoch": best_epoch,
-        "val": binary_metrics(y_val, val_prob, threshold), "curve": curve, "gcn_curve": gcn.curve,
-        "link_auc": gcn.link_auc, "gcn_seconds": gcn.seconds, "pos_weight": float(pos_weight),
-        "class_balance": config.class_balance, "graph": graph.summary(),
-    }
+    metrics = tail.finish(y_val, lambda: evaluate(val_windows), y_test, lambda: evaluate(test_windows))
+    threshold = metrics["threshold"]
+    metrics.update({
+        "task": task, "setting": graph.setting.key, "pos_weight": float(pos_weight),
+        "seconds": time.perf_counter() - started, "pretrain_history": gcn.history,
+        "pretrain_seconds": gcn.seconds, "link_auc": gcn.link_auc, "class_balance": config.class_balance,
+        "graph": graph.summary(),
+    })
     gcn_module = GCNEncoder(graph.n_nodes, gcn.config)
     gcn_module.load_state_dict(gcn.state)
     gcn_module.eval()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from hicd_core.analysis import app_state, charts
+from hicd_app import cache, widgets
+from hicd_core.analysis import charts, embedding_view
 from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS, tightness_vs_auroc
-from hicd_core.experiments.report import setting_label
+from hicd_core.hierarchy import SETTINGS, Setting
 
-ctx, results = app_state.results_page("Code embeddings", data=False)
+ctx, results = widgets.results_page("Code embeddings", data=False)
 task_runs = results[results["kind"] == "task"] if not results.empty else results
 if task_runs.empty:
     st.info("No finished task runs in this store yet; embeddings appear as runs finish.")
@@ -27,7 +28,7 @@ part = part[part["task"] == task]
 seed = controls[2].selectbox("Seed", sorted(set(part["seed"])), key="emb_seed")
 part = part[part["seed"] == seed]
 run_of = dict(zip(part["setting"], part["run_id"], strict=True))
-settings = [s for s in app_state.ALL_SETTINGS if s in run_of]
+settings = [s for s in SETTINGS if s in run_of]
 
 
 @st.fragment
@@ -37,12 +38,12 @@ def maps_panel() -> None:
     left_default = settings.index("000") if "000" in settings else 0
     right_default = settings.index("011") if "011" in settings else len(settings) - 1
     pick = st.columns(2)
-    chosen = [pick[0].selectbox("Left map", settings, index=left_default, format_func=setting_label,
-                                key="emb_left"),
-              pick[1].selectbox("Right map", settings, index=right_default, format_func=setting_label,
-                                key="emb_right")]
-    bundles = {s: app_state.embedding_bundle(ctx.root_key, run_of[s]) for s in chosen}
-    missing = [setting_label(s) for s, bundle in bundles.items() if bundle is None]
+    chosen = [pick[0].selectbox("Left map", settings, index=left_default,
+                                format_func=lambda s: Setting(s).label, key="emb_left"),
+              pick[1].selectbox("Right map", settings, index=right_default,
+                                format_func=lambda s: Setting(s).label, key="emb_right")]
+    bundles = {s: cache.embedding_bundle(ctx.root_key, run_of[s]) for s in chosen}
+    missing = [Setting(s).label for s, bundle in bundles.items() if bundle is None]
     if missing:
         st.info("These runs stored no embeddings (older sweep or embeddings turned off): "
                 f"{', '.join(missing)}.")
@@ -59,12 +60,12 @@ def maps_panel() -> None:
     for column, setting, side in zip(columns, chosen, ("left", "right"), strict=True):
         _, _, points = bundles[setting]
         with column:
-            figure = app_state.umap_chart(ctx.root_key, run_of[setting], code,
-                                          f"{charts.model_name(model)}, {setting_label(setting)}")
+            figure = cache.umap_chart(ctx.root_key, run_of[setting], code,
+                                          f"{charts.model_name(model)}, {Setting(setting).label}")
             st.plotly_chart(figure, key=f"emb_umap_{side}", width="stretch")
-            app_state.downloads(f"emb_umap_{side}", points, figure, name=f"umap_{model}_{setting}")
-            st.markdown(f"**Nearest neighbours of {code} under {setting_label(setting)}**")
-            near = app_state.neighbours(ctx.root_key, run_of[setting], code, 10)
+            widgets.downloads(f"emb_umap_{side}", points, figure, name=f"umap_{model}_{setting}")
+            st.markdown(f"**Nearest neighbours of {code} under {Setting(setting).label}**")
+            near = cache.neighbours(ctx.root_key, run_of[setting], code, 10)
             st.dataframe(near, width="stretch", hide_index=True,
                          column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
     st.caption("How to read it: each dot is a code, placed so that codes with similar embeddings (cosine) "
@@ -76,13 +77,13 @@ def maps_panel() -> None:
 @st.fragment
 def tightness_panel() -> None:
     """Relationship similarities, the per-chapter heatmap and tightness vs AUROC across settings."""
-    runs, problem = app_state.finished_runs(ctx.root_key, ctx.version)
-    app_state.show_problem(problem)
-    summaries = app_state.stored_embedding_summaries(runs, model, task, int(seed))
+    runs, problem = cache.finished_runs(ctx.root_key, ctx.version)
+    widgets.show_problem(problem)
+    summaries = embedding_view.stored_embedding_summaries(runs, model, task, int(seed))
     if not summaries:
         st.info("No stored embedding summaries for these runs.")
         return
-    tight, wide = app_state.tightness_frames(summaries)
+    tight, wide = embedding_view.tightness_frames(summaries)
     st.subheader("Cosine similarity by relationship, across settings")
     bars = charts.relationship_bars_figure(tight)
     st.plotly_chart(bars, key="emb_bars", width="stretch")
@@ -90,7 +91,7 @@ def tightness_panel() -> None:
                "category, in the same chapter but another category, and in different chapters (the paper's "
                "Fig. 4). A hierarchy that organises the space raises the first two bars more than the third. "
                f"{charts.LEVEL_ORDER_CAPTION}")
-    app_state.downloads("emb_bars", tight.reset_index(), bars, name=f"relationship_similarity_{model}")
+    widgets.downloads("emb_bars", tight.reset_index(), bars, name=f"relationship_similarity_{model}")
 
     if not wide.empty:
         st.subheader("Mean similarity within each chapter")
@@ -99,7 +100,7 @@ def tightness_panel() -> None:
         st.caption("How to read it: each cell is the mean cosine between codes of one chapter under one "
                    "setting (the paper's per-chapter heatmap). Brighter = the chapter's codes sit closer "
                    "together.")
-        app_state.downloads("emb_chapters", wide.reset_index(names="chapter"), heatmap,
+        widgets.downloads("emb_chapters", wide.reset_index(names="chapter"), heatmap,
                             name=f"chapter_similarity_{model}")
 
     st.subheader("Tightness vs AUROC")
@@ -113,7 +114,7 @@ def tightness_panel() -> None:
     st.caption("How to read it: one point per setting. The paper claims the settings with the tightest "
                "clusters also reach the best AUROC; a positive Spearman rho supports that. With 8 points or "
                "fewer, rho is weak evidence.")
-    app_state.downloads("emb_scatter", joined.reset_index(), scatter, name=f"tightness_vs_auroc_{model}")
+    widgets.downloads("emb_scatter", joined.reset_index(), scatter, name=f"tightness_vs_auroc_{model}")
 
 
 maps_panel()

@@ -8,55 +8,32 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from hicd_core.analysis import app_state, charts, tree_view
+from hicd_app import cache, widgets
+from hicd_app.context import context
+from hicd_core.analysis import charts, tree_view
 from hicd_core.cohort import Cohort
-from hicd_core.experiments.report import setting_label
-from hicd_core.hierarchy import code_set_release, node_path, search_nodes
+from hicd_core.hierarchy import SETTINGS, Setting, code_set_release, node_path
 
 NO_COHORT = "no cohort (billable codes)"
 ATTRIBUTION_STEPS = 16  # IG steps for the tree colour: a coarse mean over many samples
-
-
-@st.cache_data(show_spinner="Building the ICD-10-CM tree ...", max_entries=64)
-def cached_table(focus: str | None, include_codes: bool, key: str, _counts: pd.Series | None,
-                 _values: pd.Series | None) -> pd.DataFrame:
-    """``key`` names what the unhashed counts and values are computed from: cohort fingerprint,
-    colour, task (outcome rate) or store, run and sample count (mean attribution)."""
-    return tree_view.tree_table(code_counts=_counts, values=_values, focus=focus, include_codes=include_codes)
-
-
-@st.cache_data
-def cached_search(query: str) -> pd.DataFrame:
-    return search_nodes(query, limit=50)
-
-
-@st.cache_data(show_spinner="Drawing the graph ...", max_entries=32)
-def cached_network(root: str, run_id: str, code: str, hops: int, max_nodes: int) -> tuple[str, pd.DataFrame,
-                                                                                            pd.DataFrame]:
-    nodes, edges = app_state.code_graph(root, run_id).neighbourhood(code, k=hops, max_nodes=max_nodes)
-    return charts.graph_network_html(nodes, edges), nodes, edges
 
 
 def attribution_values(cohort: Cohort) -> tuple[pd.Series | None, str]:
     """Mean attribution per node of a chosen run, and what determines it (store, run, sample count):
     computed on request (integrated gradients are slow) and cached; None (with the reason on screen)
     when not available."""
-    if app_state.attribution_provider() is None:
-        st.info("Mean attributions are not available (the attribution module is missing); colouring by "
-                "frequency instead.")
-        return None, ""
     if ctx.store is None or cohort.fingerprint != ctx.info.get("source_fingerprint"):
         st.info("Mean attributions are not available for this cohort: they need the source cohort the "
                 "store's runs were trained on (data source 'Cohorts of the run store'). Colouring by "
                 "frequency instead.")
         return None, ""
-    results = app_state.results(ctx.root_key, ctx.version)
+    results = cache.results(ctx.root_key, ctx.version)
     runs = results[(results["kind"] == "task") & results["task"].isin(list(cohort.tasks))] \
         if not results.empty else results
     if runs.empty:
         st.info("Mean attributions are not available yet: no finished run of this cohort's tasks.")
         return None, ""
-    labels = {row.run_id: f"{charts.model_name(row.model)} · {setting_label(row.setting)} · {row.task} · "
+    labels = {row.run_id: f"{charts.model_name(row.model)} · {Setting(row.setting).label} · {row.task} · "
                           f"seed {row.seed}" for row in runs.itertuples()}
     columns = st.columns([3, 1, 1])
     run_id = columns[0].selectbox("Attributions of run", list(labels), format_func=labels.get,
@@ -72,7 +49,7 @@ def attribution_values(cohort: Cohort) -> tuple[pd.Series | None, str]:
         done.add(key)
     task = str(runs.set_index("run_id").loc[run_id, "task"])
     try:
-        table = app_state.mean_attributions(ctx.root_key, run_id, cohort.fingerprint, task, n,
+        table = cache.mean_attributions(ctx.root_key, run_id, cohort.fingerprint, task, n,
                                             ATTRIBUTION_STEPS, cohort)
     except Exception as exc:  # an optional colour must never break the tree
         done.discard(key)
@@ -85,12 +62,12 @@ def attribution_values(cohort: Cohort) -> tuple[pd.Series | None, str]:
     return table.set_index("id")["mean_attribution"], f"{ctx.root_key}|{run_id}|{n}"
 
 
-ctx = app_state.context()
+ctx = context()
 release = code_set_release()
 st.title("ICD-10-CM tree")
 st.caption(f"Source: the official tabular list, {release['fiscal_year']} ({release['release']}), "
            f"bundled with {release['package']} and read offline.")
-app_state.banner(ctx, results=False)
+widgets.banner(ctx, results=False)
 
 cohorts = ctx.data.cohorts
 controls = st.columns([1, 1, 1, 1])
@@ -114,7 +91,7 @@ depth = search_columns[1].slider("Depth shown", 2, 4, 3, key="tree_depth")
 focus = None
 selected = None
 if query:
-    hits = cached_search(query)
+    hits = cache.search(query)
     if hits.empty:
         st.info(f"No ICD-10-CM code or title matches {query!r}.")
     else:
@@ -126,13 +103,13 @@ if query:
         focus = path[0].name if len(path) == 1 else path[min(1, len(path) - 1)].name
 
 # ------------------------------------------------------------------------------------- colours
-counts = app_state.counts_of(cohort.fingerprint, cohort) if cohort is not None else None
+counts = cache.counts_of(cohort.fingerprint, cohort) if cohort is not None else None
 values = None
 values_key = ""  # with the fingerprint and colour, what the colour values are computed from
 rates = None
 colour_label = "billable codes" if cohort is None else "frequency"
 if colour == "outcome rate" and cohort is not None and task is not None:
-    rates = app_state.outcome_rates_of(cohort.fingerprint, task, cohort).set_index("id")
+    rates = cache.outcome_rates_of(cohort.fingerprint, task, cohort).set_index("id")
     values = rates["rate"]
     colour_label = f"{task} rate"
 elif colour == "mean attribution" and cohort is not None:
@@ -141,11 +118,11 @@ elif colour == "mean attribution" and cohort is not None:
         colour_label = "mean attribution"
 
 if selected is not None and cohort is not None:
-    stats = app_state.node_statistics(cohort, str(selected["id"]))
+    stats = tree_view.node_statistics(cohort, str(selected["id"]))
     detail = st.columns(4)
     detail[0].metric("Occurrences in cohort", f"{stats['occurrences']:,}")
-    detail[1].metric("Patients", f"{stats['patients']:,}" if stats["patients"] >= app_state.MIN_CELL or
-                     stats["patients"] == 0 else f"< {app_state.MIN_CELL}")
+    detail[1].metric("Patients", f"{stats['patients']:,}" if stats["patients"] >= tree_view.MIN_CELL or
+                     stats["patients"] == 0 else f"< {tree_view.MIN_CELL}")
     detail[2].metric("Visits", f"{stats['visits']:,}")
     if rates is not None and str(selected["id"]) in rates.index:
         rate = rates.loc[str(selected["id"]), "rate"]
@@ -153,7 +130,7 @@ if selected is not None and cohort is not None:
     st.caption(f"{selected['code']}: {selected['title']} ({selected['level']}); counts in {cohort.label}.")
 
 key = f"{cohort.fingerprint if cohort is not None else 'none'}|{colour}|{task}|{values_key}"
-table = cached_table(focus, focus is not None, key, counts, values)
+table = cache.tree_table(focus, focus is not None, key, counts, values)
 if values is not None:  # nodes without a value: the overall rate, or no attribution
     fill = float(cohort.tasks[task]["label"].mean()) if colour == "outcome rate" else 0.0
     table = table.assign(color=table["color"].astype(float).fillna(fill))
@@ -167,14 +144,14 @@ else:
     colour_text = {"frequency": "log(1 + occurrences)",
                    "outcome rate": (f"the share of positive {task} samples among samples whose history "
                                     "holds a code under the node (nodes with fewer than "
-                                    f"{app_state.MIN_CELL} samples are drawn at the overall rate)"),
+                                    f"{tree_view.MIN_CELL} samples are drawn at the overall rate)"),
                    "mean attribution": ("the mean integrated-gradients attribution of the code occurrences "
                                         "below the node, over the chosen run's test samples (0 where none)"),
                    "billable codes": "log(1 + billable codes)"}.get(colour, colour)
     st.caption("How to read it: the centre is the whole classification (or the block you searched for); "
                f"rings go chapter → block → 3-character category → code. Segment size is {size_text}; "
                f"colour is {colour_text}. Click a segment to zoom in, the centre to zoom out.")
-    app_state.downloads("tree", table, figure, name="icd10cm_tree")
+    widgets.downloads("tree", table, figure, name="icd10cm_tree")
 
 
 # ------------------------------------------------------------------------------- graph neighbourhood
@@ -184,24 +161,24 @@ def graph_panel() -> None:
     if ctx.store is None:
         st.info("Open a run store with HICD-Graph runs to see its graph.")
         return
-    results = app_state.results(ctx.root_key, ctx.version)
+    results = cache.results(ctx.root_key, ctx.version)
     graph_runs = results[(results["model"] == "graph") & (results["kind"] == "task")] if not results.empty \
         else results
     if graph_runs.empty:
         st.info("No finished HICD-Graph run in this store yet; the graph appears when one finishes.")
         return
     run_of = dict(zip(graph_runs["setting"], graph_runs["run_id"], strict=False))
-    settings = [s for s in app_state.ALL_SETTINGS if s in run_of]
+    settings = [s for s in SETTINGS if s in run_of]
     picked = selected is not None and selected["level"] in ("category", "code")
     default_code = str(selected["code"]) if picked else "I21"
     columns = st.columns([1, 1, 1, 1])
-    setting = columns[0].selectbox("Setting", settings, index=len(settings) - 1, format_func=setting_label,
-                                   key="tree_graph_setting")
+    setting = columns[0].selectbox("Setting", settings, index=len(settings) - 1,
+                                   format_func=lambda s: Setting(s).label, key="tree_graph_setting")
     code = columns[1].text_input("Code", default_code, key="tree_graph_code").strip()
     hops = columns[2].slider("Hops", 1, 2, 1, key="tree_graph_hops")
     max_nodes = columns[3].slider("Max nodes", 20, 200, 60, step=10, key="tree_graph_nodes")
     try:
-        page, nodes, edges = cached_network(ctx.root_key, run_of[setting], code, hops, max_nodes)
+        page, nodes, edges = cache.network(ctx.root_key, run_of[setting], code, hops, max_nodes)
     except KeyError as exc:
         st.info(f"{exc.args[0] if exc.args else exc} Try a category such as I21 or E11.")
         return
@@ -212,7 +189,7 @@ def graph_panel() -> None:
     legend = " · ".join(f"{style['label']} ({'dashed' if style['dashes'] else 'solid'} {style['color']})"
                         for style in charts.EDGE_STYLES.values())
     st.caption(f"How to read it: {len(nodes)} nodes around {code} in the graph of setting "
-               f"{setting_label(setting)} (built from the training admissions). Edges: {legend}. Grey solid "
+               f"{Setting(setting).label} (built from the training admissions). Edges: {legend}. Grey solid "
                "edges join codes that co-occur in admissions more than chance (PMI); dashed edges join a "
                "code to its enabled ancestors. The flat setting has no ancestor nodes. Hover for titles and "
                "weights.")

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -75,7 +75,7 @@ def _wait_until_idle(page, timeout: float = 120_000) -> None:
 #: (a button by name), ``choose`` (an option label inside ``.st-key-TARGET``), ``expand`` (an
 #: expander by the start of its label), ``expect`` (text that must then be visible), ``expect_key``
 #: (the element with that widget key must then be visible).
-PAGES = [  # a deep link first: the server is fresh, so it checks the navigation fix in app_state
+PAGES = [  # a deep link first: on a fresh server it must get the app's own navigation at once
     ("icd_tree", "ICD-10-CM tree",
      [("type", "tree_search", "I21.4"), ("expect", None, "Acute myocardial infarction")]),
     ("", "Headline: best setting against the flat model",

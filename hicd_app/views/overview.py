@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hicd_core.analysis import app_state, charts
-from hicd_core.experiments import report
+from hicd_app import cache, training, widgets
+from hicd_app.context import context
+from hicd_core.analysis import charts, results_view
+from hicd_core.experiments import report, store_status
+from hicd_core.hierarchy import Setting
 
-ctx = app_state.context()
+ctx = context()
 st.title("Overview")
-app_state.banner(ctx)
+widgets.banner(ctx)
 
 # ----------------------------------------------------------------------------------------- cohorts
 st.header("Cohorts", divider="gray")
-summaries = {site: app_state.summary_of(cohort.fingerprint, cohort)
+summaries = {site: cache.summary_of(cohort.fingerprint, cohort)
              for site, cohort in ctx.data.cohorts.items()}
 if not summaries:
     st.info("No cohort is loaded: pick a data source in the sidebar (the synthetic default always works)."
@@ -34,7 +37,7 @@ else:
     st.caption("How to read it: one column per site. 'ICD-9 rows mapped' is the share of ICD-9 diagnosis "
                "rows that the bundled GEMs turn into an ICD-10-CM code; unmapped rows keep only the chapter "
                "'UNK'.")
-    app_state.downloads("overview_cohorts", table.reset_index(), name="cohort_summary")
+    widgets.downloads("overview_cohorts", table.reset_index(), name="cohort_summary")
     prevalence = charts.task_prevalence_table(summaries)
     st.subheader("Tasks")
     st.dataframe(prevalence, width="stretch", hide_index=True,
@@ -43,42 +46,42 @@ else:
     st.caption("One sample per anchor visit; its input is that visit and every earlier one. The positive "
                "rate is the prevalence of the outcome (AUPRC of a random model equals it). Splits are by "
                "patient.")
-    app_state.downloads("overview_tasks", prevalence, name="task_prevalence")
+    widgets.downloads("overview_tasks", prevalence, name="task_prevalence")
 
 # ---------------------------------------------------------------------------------------- run store
 st.header("Run store", divider="gray")
-if app_state.require_store(ctx):
-    runs = app_state.listing(ctx.root_key, ctx.version, ctx.default_bundle)
-    app_state.show_problem(runs)
-    counts = app_state.listing_counts(runs)
+if widgets.require_store(ctx):
+    runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
+    widgets.show_problem(runs)
+    counts = store_status.listing_counts(runs)
     first, second, third = st.columns(3)
     first.metric("Finished runs", counts["finished"])
     second.metric("Failed runs", counts["failed"])
     third.metric("Not trained yet", counts["missing"])
-    app_state.training_note(ctx)
+    training.training_note(ctx)
     if runs.empty:
         st.info("This store has no runs yet." + (" Training starts in the background on first launch."
                                                    if ctx.default_bundle else ""))
     else:
-        view = runs.assign(setting=runs["setting"].map(report.setting_label),
+        view = runs.assign(setting=runs["setting"].map(lambda s: Setting(s).label),
                            error=runs["error"].astype(str).str.split("\n").str[0])
         columns = ["model", "setting", "task", "kind", "target_task", "seed", "status", "error", "run_id"]
         with st.expander(f"All {len(view)} runs (finished, failed and missing)"):
             st.dataframe(view[[c for c in columns if c in view]], width="stretch", hide_index=True)
-            app_state.downloads("overview_runs", view[[c for c in columns if c in view]], name="run_status")
+            widgets.downloads("overview_runs", view[[c for c in columns if c in view]], name="run_status")
         for row in view[view["status"] == "failed"].head(5).itertuples():
             st.warning(f"Failed: {row.run_id}: {row.error}")
 
     # ------------------------------------------------------------------------------------- headline
     st.header("Headline: best setting against the flat model", divider="gray")
-    results = app_state.results(ctx.root_key, ctx.version)
-    app_state.show_problem(results)
+    results = cache.results(ctx.root_key, ctx.version)
+    widgets.show_problem(results)
     if results.empty:
         st.info("No finished runs yet, so there is no headline. It appears as soon as a model's flat run and "
                 "one hierarchy setting have finished.")
     else:
-        comparison = app_state.comparisons(ctx.root_key, ctx.version)
-        app_state.show_problem(comparison)
+        comparison = cache.comparisons(ctx.root_key, ctx.version)
+        widgets.show_problem(comparison)
         headline = report.headline(comparison)
         if headline.empty:
             st.info("A headline needs the flat (000) run and at least one other setting of the same model "
@@ -105,12 +108,12 @@ if app_state.require_store(ctx):
                        "AUROC gain over the same model without hierarchy (flat, 000). p-values are DeLong "
                        "tests, Holm-corrected across the settings compared; * marks Holm p < 0.05. The paper "
                        "itself marks uncorrected p < 0.05.")
-            app_state.downloads("overview_headline", table, name="headline")
-            cells = app_state.delta_cells(comparison, None, "auroc", corrected=True)
+            widgets.downloads("overview_headline", table, name="headline")
+            cells = results_view.delta_cells(comparison, None, "auroc", corrected=True)
             heatmap = charts.delta_heatmap_figure(cells, "auroc")
             st.plotly_chart(heatmap, key="overview_heatmap", width="stretch")
             st.caption("How to read it: every model and task (rows) against its flat model, for each "
                        "hierarchy setting (columns): the test AUROC difference (blue = better than flat); "
                        "* marks Holm-corrected DeLong p < 0.05. The Level ablation page has the other "
                        "metrics and the raw p-values.")
-            app_state.downloads("overview_heatmap", cells, heatmap, name="delta_auroc_all")
+            widgets.downloads("overview_heatmap", cells, heatmap, name="delta_auroc_all")

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hicd_core.analysis import app_state, charts
+from hicd_app import cache, widgets
+from hicd_app.context import store_cohorts
+from hicd_core.analysis import charts, results_view
+from hicd_core.hierarchy import Setting
 
-ctx, results = app_state.results_page("Transfer")
+ctx, results = widgets.results_page("Transfer")
 transfer_runs = results[results["kind"] == "transfer"] if not results.empty else results
-names = app_state.evaluations(transfer_runs) if not transfer_runs.empty else []
+names = results_view.evaluations(transfer_runs) if not transfer_runs.empty else []
 
 
 @st.fragment
 def probe_panel() -> None:
     controls = st.columns([3, 2, 1])
-    evaluation, metric, curve, paper = app_state.curve_controls(
+    evaluation, metric, curve, paper = widgets.curve_controls(
         ctx, names, controls, key="tr", task_label="Source task -> target task",
         overlay_help="The paper's Table 3 (eICU).")
     overlay = paper is not None
@@ -29,18 +32,18 @@ def probe_panel() -> None:
                f"the y axis does not start at 0. {charts.LEVEL_ORDER_CAPTION}"
                + (f" Hatched bars: {charts.PAPER_LABEL}, the published eICU numbers (real data)." if overlay
                   else ""))
-    app_state.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
-    comparison = app_state.comparisons(ctx.root_key, ctx.version)
-    app_state.show_problem(comparison)
-    cells = app_state.delta_cells(comparison, evaluation, metric, True)
+    widgets.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
+    comparison = cache.comparisons(ctx.root_key, ctx.version)
+    widgets.show_problem(comparison)
+    cells = results_view.delta_cells(comparison, evaluation, metric, True)
     if not cells.empty:
         table = cells[["row", "setting", "delta", "p_holm", "p_raw"]].rename(
             columns={"p_holm": "Holm p", "p_raw": "raw p"})
-        table["setting"] = table["setting"].map(charts.setting_label)
+        table["setting"] = table["setting"].map(lambda s: Setting(s).label)
         st.markdown(f"**Difference to the flat encoder ({label})**")
         st.dataframe(table, width="stretch", hide_index=True,
                      column_config={"delta": st.column_config.NumberColumn(format="%+.4f")})
-        app_state.downloads("tr_delta", table, name=f"transfer_delta_{metric}")
+        widgets.downloads("tr_delta", table, name=f"transfer_delta_{metric}")
 
 
 if not names:
@@ -50,12 +53,12 @@ else:
     probe_panel()
 
 st.header("Code coverage behind the transfer", divider="gray")
-data = ctx.data if ctx.data.mode == "store" else app_state.store_cohorts(ctx.info)
+data = ctx.data if ctx.data.mode == "store" else store_cohorts(ctx.info)
 if data.source is None or data.target is None:
     st.info("The coverage needs both cohorts the store was trained on (source and target); "
             "they are not available here." + (" " + " ".join(data.errors) if data.errors else ""))
 else:
-    coverage = app_state.coverage_of(data.source.fingerprint, data.target.fingerprint, data.source,
+    coverage = cache.coverage_of(data.source.fingerprint, data.target.fingerprint, data.source,
                                      data.target)
     figure = charts.coverage_figure(coverage)
     st.plotly_chart(figure, key="tr_coverage", width="stretch")
@@ -66,4 +69,4 @@ else:
                "same code, only the same 3-character category, only the same chapter, or nothing. Codes "
                "matched only higher up reach a flat model as unknown; a hierarchy setting can still place "
                "them, which is why hierarchy can matter more under transfer.")
-    app_state.downloads("tr_coverage", coverage, figure, name="code_coverage")
+    widgets.downloads("tr_coverage", coverage, figure, name="code_coverage")

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from hicd_core.analysis import tree_view
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def test_tree_table_whole_classification() -> None:
@@ -45,7 +45,7 @@ def test_tree_figure(kind: str) -> None:
 def test_tree_page_renders_and_search_changes_it(monkeypatch) -> None:
     monkeypatch.setenv("HICD_NO_AUTOTRAIN", "1")  # never start background training from a test
     at = AppTest.from_file(APP, default_timeout=90).run()
-    at.switch_page("pages/icd_tree.py").run()
+    at.switch_page("hicd_app/views/icd_tree.py").run()
     assert not at.exception
     assert at.title[0].value == "ICD-10-CM tree"
     assert not at.markdown or "I214" not in " ".join(m.value for m in at.markdown)

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pandas as pd
 import streamlit as st
 
-from hicd_core.analysis import app_state, reviews
+from hicd_app import cache, widgets
+from hicd_app.context import context, store_cohorts
 from hicd_core.analysis import attributions as attr_lib
 from hicd_core.analysis import patient_view as view
+from hicd_core.analysis import reviews
 from hicd_core.analysis.charts import model_name
-from hicd_core.cohort import Cohort
-from hicd_core.experiments.report import setting_label
-from hicd_core.experiments.runstore import RunStore
+from hicd_core.hierarchy import Setting
 
 STEP_CHOICES = (16, 32, 64, 128)
 #: What reading a damaged or half-written store raises (files, JSON / parquet content, missing keys).
@@ -31,18 +30,7 @@ def _message(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def cached_runs(root: str, version: str) -> pd.DataFrame:
-    """Finished task runs; ``version`` (the sidebar's store version) makes a newly finished run show up."""
-    return view.task_runs(RunStore(root))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_candidates(root: str, run_id: str, fingerprint: str, task: str, _cohort: Cohort) -> pd.DataFrame:
-    return view.test_candidates(RunStore(root), run_id, _cohort, task)
-
-
-ctx = app_state.context()  # the shared sidebar: run store and cohorts
+ctx = context()  # the shared sidebar: run store and cohorts
 st.title("Patient explanations")
 st.caption("One test patient: the visits the model saw, the predicted risk under every trained hierarchy "
            "setting, and which hierarchical tokens drove it (Captum integrated gradients). De-identified "
@@ -54,7 +42,7 @@ if problem or ctx.store is None:
     st.stop()
 store = ctx.store
 try:
-    runs = cached_runs(ctx.root_key, ctx.version)
+    runs = cache.task_runs(ctx.root_key, ctx.version)
 except READ_ERRORS as exc:
     st.error(f"The run store at {ctx.store_root} could not be read: {_message(exc)}")
     st.stop()
@@ -64,13 +52,13 @@ if runs.empty:
 
 # The cohort the store's runs were trained on: the sidebar's when it shows the store's cohorts (the
 # same cached object), else loaded through the same cache from store.json.
-data = ctx.data if ctx.data.mode == "store" else app_state.store_cohorts(ctx.info)
+data = ctx.data if ctx.data.mode == "store" else store_cohorts(ctx.info)
 problem = view.cohort_problem(ctx.store_root, ctx.info, data.source, data.errors)
 if problem or data.source is None:
     st.info(problem)
     st.stop()
 cohort = data.source
-app_state.banner(replace(ctx, data=data))  # this page's data is the store's cohort, whatever the sidebar
+widgets.banner(replace(ctx, data=data))  # this page's data is the store's cohort, whatever the sidebar
 st.caption(f"Cohort: {cohort.label}, {len(cohort.patients):,} patients"
            + (" (generated, not real people: attributions show what the models learned from a simulation)."
               if cohort.synthetic else "."))
@@ -83,12 +71,12 @@ task = controls[1].selectbox("Task", tasks, key="pt_task")
 seeds = sorted(runs.loc[(runs["model"] == model) & (runs["task"] == task), "seed"].unique())
 seed = controls[2].selectbox("Seed", seeds, key="pt_seed")
 by_setting = view.runs_by_setting(runs, model, task, int(seed))
-reference = controls[3].selectbox("Filter on the risk of", list(by_setting), format_func=setting_label,
-                                  key="pt_reference",
+reference = controls[3].selectbox("Filter on the risk of", list(by_setting),
+                                  format_func=lambda s: Setting(s).label, key="pt_reference",
                                   help="Whose stored test predictions the risk filter and the list use.")
 
 try:
-    candidates = cached_candidates(ctx.root_key, by_setting[reference], cohort.fingerprint, task, cohort)
+    candidates = cache.candidates(ctx.root_key, by_setting[reference], cohort.fingerprint, task, cohort)
 except READ_ERRORS as exc:
     st.error(f"The stored test predictions of run {by_setting[reference]} could not be read: {_message(exc)}")
     st.stop()
@@ -145,7 +133,7 @@ def attribution_panel(report) -> None:
     """The attribution views; their widgets rerun only this block."""
     st.markdown("#### Attributions")
     settings = list(report.attributions)
-    setting = st.selectbox("Setting", settings, format_func=lambda s: f"{s} · {setting_label(s)}",
+    setting = st.selectbox("Setting", settings, format_func=lambda s: f"{s} · {Setting(s).label}",
                            index=len(settings) - 1, key="pt_attr_setting")
     attr = report.attributions[setting]
     level, note = view.convergence_note(attr)
@@ -191,7 +179,7 @@ def review_panel(report) -> None:
     cols = st.columns([1, 2])
     settings = list(report.attributions)
     setting = cols[0].selectbox("Setting reviewed", settings, index=len(settings) - 1, key="review_setting",
-                                format_func=lambda s: f"{s} · {setting_label(s)}")
+                                format_func=lambda s: f"{s} · {Setting(s).label}")
     run_id = report.attributions[setting].run_id
     name = cols[0].text_input("Reviewer", key="review_name")
     verdict = cols[0].radio("Verdict", reviews.VERDICTS, horizontal=True, key="review_verdict")

@@ -6,18 +6,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from hicd_core.analysis import app_state, charts
+from hicd_app import cache, training, widgets
+from hicd_core.analysis import charts, results_view
 from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, parse_seeds
+from hicd_core.hierarchy import SETTINGS, Setting
 
-ctx, results = app_state.results_page("Level ablation", data=False)
-names = app_state.evaluations(results)
+ctx, results = widgets.results_page("Level ablation", data=False)
+names = results_view.evaluations(results)
 
 
 @st.fragment
 def results_panel() -> None:
     """Task, metric and display choices rerun only this panel."""
     controls = st.columns([2, 2, 1, 1])
-    evaluation, metric, curve, paper = app_state.curve_controls(
+    evaluation, metric, curve, paper = widgets.curve_controls(
         ctx, names, controls, key="abl",
         overlay_help="Overlay the paper's published MIMIC-IV / eICU values (Tables 1-3).")
     overlay = paper is not None
@@ -36,13 +38,13 @@ def results_panel() -> None:
                   "such; compare shapes, not levels, with a synthetic store." if overlay else ""))
     download = curve if paper is None else pd.concat(
         [curve.assign(source="this store"), paper.assign(source=charts.PAPER_LABEL)], ignore_index=True)
-    app_state.downloads("abl_curve", download, figure, name=f"level_curve_{metric}")
+    widgets.downloads("abl_curve", download, figure, name=f"level_curve_{metric}")
 
     st.subheader("Difference to the flat model")
     corrected = marks == "Holm-corrected p"
-    comparison = app_state.comparisons(ctx.root_key, ctx.version)
-    app_state.show_problem(comparison)
-    cells = app_state.delta_cells(comparison, evaluation, metric, corrected)
+    comparison = cache.comparisons(ctx.root_key, ctx.version)
+    widgets.show_problem(comparison)
+    cells = results_view.delta_cells(comparison, evaluation, metric, corrected)
     if cells.empty:
         st.info("No comparison yet: it needs the flat (000) run and another setting of the same model.")
     else:
@@ -54,20 +56,20 @@ def results_panel() -> None:
                    + ("(DeLong test)" if metric == "auroc" else "(paired bootstrap)")
                    + ("; Holm corrects for the 7 settings compared." if corrected else
                       "; uncorrected, as the paper marks it."))
-        app_state.downloads("abl_heatmap", cells, heatmap, name=f"delta_to_flat_{metric}")
+        widgets.downloads("abl_heatmap", cells, heatmap, name=f"delta_to_flat_{metric}")
 
     st.subheader("Numbers")
-    table = app_state.numbers_table(results, comparison, evaluation, metric)
+    table = results_view.numbers_table(results, comparison, evaluation, metric)
     st.dataframe(table, width="stretch", hide_index=True)
     st.caption("One row per finished run (test split). n / n_pos: test samples and positives.")
-    app_state.downloads("abl_table", table, name=f"level_ablation_{metric}")
+    widgets.downloads("abl_table", table, name=f"level_ablation_{metric}")
 
 
 @st.fragment
 def training_panel() -> None:
     """Train settings or seeds that are not in the store, as a background sweep."""
     st.subheader("Train more settings or seeds")
-    runs = app_state.listing(ctx.root_key, ctx.version, ctx.default_bundle)
+    runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
     task_runs = runs[runs["kind"] == "task"] if not runs.empty else runs
     present_models = sorted(set(task_runs["model"])) if not task_runs.empty else list(MODELS)
     present_tasks = sorted(set(task_runs["task"])) if not task_runs.empty else [SOURCE_TASKS[0]]
@@ -78,12 +80,12 @@ def training_panel() -> None:
                                 key="abl_train_task")
     todo = task_runs[(task_runs["status"] != "finished") & (task_runs["task"] == task)
                      & task_runs["model"].isin(models)] if not task_runs.empty else task_runs
-    missing = sorted(set(todo["setting"]), key=app_state.ALL_SETTINGS.index) if not todo.empty else []
-    settings = columns[2].multiselect("Settings", list(app_state.ALL_SETTINGS), default=missing,
-                                      format_func=charts.setting_label, key="abl_train_settings")
+    missing = sorted(set(todo["setting"]), key=SETTINGS.index) if not todo.empty else []
+    settings = columns[2].multiselect("Settings", list(SETTINGS), default=missing,
+                                      format_func=lambda s: Setting(s).label, key="abl_train_settings")
     seeds_text = columns[3].text_input("Seeds", "0", key="abl_train_seeds", help="Comma list, e.g. 0,1,2")
     if missing:
-        st.caption("Not trained yet for this task: " + ", ".join(charts.setting_label(s) for s in missing))
+        st.caption("Not trained yet for this task: " + ", ".join(Setting(s).label for s in missing))
     try:
         seeds = list(parse_seeds(seeds_text))
     except ValueError as exc:
@@ -95,7 +97,7 @@ def training_panel() -> None:
     if ctx.running:
         st.caption("A sweep is running for this store; training more is possible once it ends.")
     if clicked:
-        if app_state.start_training(ctx, models=models, tasks=[task], settings=settings, seeds=seeds):
+        if training.start_training(ctx, models=models, tasks=[task], settings=settings, seeds=seeds):
             st.session_state["abl_flash"] = "Training started in the background; progress is in the sidebar."
         else:
             st.session_state["abl_flash"] = "A sweep is already running for this store."

@@ -6,17 +6,30 @@ Training is never started for real here: ``background.start_sweep`` is replaced 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from hicd_core.analysis import app_state, charts
+from hicd_app import context
+from hicd_core import synthetic
+from hicd_core.analysis import charts, embedding_view
 from hicd_core.experiments import background
+from hicd_core.experiments.spec import PRESETS, SweepPreset
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+def load_preset_json(preset: SweepPreset) -> SweepPreset:
+    return SweepPreset.from_dict(json.loads(preset.to_json()), preset.name)
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 180
+
+
+def view(name: str) -> str:
+    """A page script's path as AppTest.switch_page wants it (relative to app.py)."""
+    return f"hicd_app/views/{name}.py"
 
 
 def _texts(at: AppTest) -> str:
@@ -39,12 +52,12 @@ def _open(page: str | None = None) -> AppTest:
 
 
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, list[str]]]:
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, SweepPreset]]:
     """Record start_sweep calls instead of starting a training process."""
-    recorded: list[tuple[Path, list[str]]] = []
+    recorded: list[tuple[Path, SweepPreset]] = []
 
-    def fake_start(root: Path, args: list[str]) -> bool:
-        recorded.append((Path(root), list(args)))
+    def fake_start(root: Path, preset: SweepPreset) -> bool:
+        recorded.append((Path(root), preset))
         return True
 
     monkeypatch.setattr(background, "start_sweep", fake_start)
@@ -53,8 +66,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, list[str]]]:
 
 @pytest.fixture
 def app_env(tiny_store, monkeypatch: pytest.MonkeyPatch, calls):
-    monkeypatch.setenv(app_state.STORE_ENV, str(tiny_store.root))
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "1")
+    monkeypatch.setenv(context.STORE_ENV, str(tiny_store.root))
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "1")
     return tiny_store
 
 
@@ -74,7 +87,7 @@ def test_overview(app_env) -> None:
 
 
 def test_level_ablation_interactions(app_env, calls) -> None:
-    at = _open("pages/level_ablation.py")
+    at = _open(view("level_ablation"))
     assert at.title[0].value == "Level ablation"
     assert "SYNTHETIC" in _texts(at)
     assert at.subheader[0].value == "AUROC by hierarchy setting: readmission_30d"
@@ -101,19 +114,19 @@ def test_level_ablation_interactions(app_env, calls) -> None:
     assert not button.disabled
     button.click().run()
     assert not at.exception
-    root, args = calls[-1]
+    root, preset = calls[-1]
     assert root == app_env.root
-    assert args[args.index("--settings") + 1] == "100,010,110,101"
-    assert args[args.index("--tasks") + 1] == "readmission_30d"
-    assert args[args.index("--seeds") + 1] == "0"
-    preset = Path(args[args.index("--preset") + 1])
-    assert preset.is_file() and '"epochs_scale": 0.34' in preset.read_text()
-    assert args[args.index("--cohort") + 1].startswith("mimic-iv:")
+    assert preset.settings == ("100", "010", "110", "101")
+    assert preset.tasks == ("readmission_30d",)
+    assert preset.seeds == (0,)
+    assert preset.epochs_scale == 0.34  # the model sizes of the store's runs, so the new runs compare
+    assert preset.cohort.startswith("mimic-iv:")
+    assert load_preset_json(preset) == preset  # what the background process reads back
     assert "Training started in the background" in _texts(at)
 
 
 def test_embeddings_page(app_env) -> None:
-    at = _open("pages/embeddings.py")
+    at = _open(view("embeddings"))
     assert at.title[0].value == "Code embeddings"
     assert "SYNTHETIC" in _texts(at)
     assert at.selectbox(key="emb_model").value == "graph"
@@ -124,8 +137,9 @@ def test_embeddings_page(app_env) -> None:
                      f"**Nearest neighbours of {code} under G1+G2**"]
     subheaders = [s.value for s in at.subheader]
     assert "Cosine similarity by relationship, across settings" in subheaders
-    summaries = app_state.stored_embedding_summaries(app_env.finished_runs(), "graph", "readmission_30d", 0)
-    tight, wide = app_state.tightness_frames(summaries)  # what the bars and heatmap draw
+    summaries = embedding_view.stored_embedding_summaries(app_env.finished_runs(), "graph",
+                                                          "readmission_30d", 0)
+    tight, wide = embedding_view.tightness_frames(summaries)  # what the bars and heatmap draw
     assert list(tight.index) == ["000", "001", "011", "111"] and tight["tightness"].notna().all()
     assert wide.notna().any().all()
     assert "Tightness vs AUROC" in subheaders
@@ -140,7 +154,7 @@ def test_embeddings_page(app_env) -> None:
 
 
 def test_transfer_page(app_env) -> None:
-    at = _open("pages/transfer.py")
+    at = _open(view("transfer"))
     assert at.title[0].value == "Transfer"
     text = _texts(at)
     assert "SYNTHETIC" in text and "Code coverage behind the transfer" in text
@@ -155,7 +169,7 @@ def test_transfer_page(app_env) -> None:
 
 
 def test_tree_page_cohort_colours_search_and_graph(app_env) -> None:
-    at = _open("pages/icd_tree.py")
+    at = _open(view("icd_tree"))
     assert at.title[0].value == "ICD-10-CM tree"
     assert "SYNTHETIC" in _texts(at)
     assert at.selectbox(key="tree_site").value == "mimic-iv"
@@ -180,7 +194,7 @@ def test_tree_page_cohort_colours_search_and_graph(app_env) -> None:
 
 
 def test_tree_mean_attribution_colour(app_env) -> None:
-    at = _open("pages/icd_tree.py")
+    at = _open(view("icd_tree"))
     at.selectbox(key="tree_colour").set_value("mean attribution").run()
     assert not at.exception
     assert "press Compute" in _texts(at)  # integrated gradients only on request
@@ -198,7 +212,7 @@ def test_tree_mean_attribution_colour(app_env) -> None:
 
 
 def test_wrong_store_folder_gives_messages(app_env, tmp_path: Path) -> None:
-    at = _open("pages/level_ablation.py")
+    at = _open(view("level_ablation"))
     at.radio(key="store_mode").set_value("Another folder").run()
     at.text_input(key="store_path").input(str(tmp_path / "does-not-exist")).run()
     assert not at.exception
@@ -207,7 +221,7 @@ def test_wrong_store_folder_gives_messages(app_env, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a store")
     at.text_input(key="store_path").input(str(tmp_path)).run()
     assert any("is not a run store" in e.value for e in at.error)
-    for page in ("pages/overview.py", "pages/embeddings.py", "pages/transfer.py", "pages/icd_tree.py"):
+    for page in (view("overview"), view("embeddings"), view("transfer"), view("icd_tree")):
         at.switch_page(page).run()
         assert not at.exception, page
 
@@ -228,48 +242,48 @@ def test_half_finished_store_without_results_table(app_env, tmp_path: Path) -> N
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Finished runs"] == "2" and metrics["Not trained yet"] == "14"
     assert "A headline needs the flat (000) run" in _texts(at)
-    for page in ("pages/level_ablation.py", "pages/embeddings.py", "pages/transfer.py", "pages/icd_tree.py"):
+    for page in (view("level_ablation"), view("embeddings"), view("transfer"), view("icd_tree")):
         at.switch_page(page).run()
         assert not at.exception, page
-    at.switch_page("pages/transfer.py").run()
+    at.switch_page(view("transfer")).run()
     assert "No transfer runs in this store yet" in _texts(at)
-    at.switch_page("pages/level_ablation.py").run()
+    at.switch_page(view("level_ablation")).run()
     assert "No comparison yet" in _texts(at)
 
 
 def test_empty_user_store_offers_a_button_and_never_autotrains(tiny_store, monkeypatch, calls,
                                                                tmp_path: Path) -> None:
-    monkeypatch.setenv(app_state.STORE_ENV, str(tiny_store.root))
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "0")  # auto-start allowed, yet not for these stores
+    monkeypatch.setenv(context.STORE_ENV, str(tiny_store.root))
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "0")  # auto-start allowed, yet not for these stores
     empty = tmp_path / "mine"
     empty.mkdir()
-    at = _open("pages/level_ablation.py")
+    at = _open(view("level_ablation"))
     at.radio(key="store_mode").set_value("Another folder").run()
     at.text_input(key="store_path").input(str(empty)).run()
     assert not at.exception
     assert "No finished runs in this store yet" in _texts(at)
     assert calls == []  # neither the tiny store nor the user's folder was trained automatically
     at.button(key="train_default").click().run()
-    assert calls == [(empty, ["--preset", "default"])]
+    assert calls == [(empty, PRESETS["default"])]
 
 
 def test_first_launch_on_default_bundle_autostarts_once(monkeypatch, calls, tmp_path: Path) -> None:
     root = tmp_path / "default-bundle"
-    monkeypatch.setenv(app_state.STORE_ENV, str(root))
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "0")  # explicitly on (off by default under pytest)
-    monkeypatch.setattr(app_state, "synthetic_default_path", lambda: tmp_path / "no-synthetic-yet")
+    monkeypatch.setenv(context.STORE_ENV, str(root))
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "0")  # explicitly on (off by default under pytest)
+    monkeypatch.setattr(synthetic, "default_root", lambda *a, **k: tmp_path / "no-synthetic-yet")
     monkeypatch.setattr(background, "is_running", lambda store_root: False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["data_mode"] = "folders"  # keep the test from generating the synthetic default
     at.run()
     assert not at.exception, at.exception
-    assert calls == [(root, ["--preset", "default"])]
+    assert calls == [(root, PRESETS["default"])]
     assert "Started training the default bundle" in _texts(at)
     at.run()
     assert len(calls) == 1  # once per server process, never a restart loop
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "1")
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "1")
     other = tmp_path / "other-bundle"
-    monkeypatch.setenv(app_state.STORE_ENV, str(other))
+    monkeypatch.setenv(context.STORE_ENV, str(other))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["data_mode"] = "folders"
     at.run()
@@ -278,12 +292,12 @@ def test_first_launch_on_default_bundle_autostarts_once(monkeypatch, calls, tmp_
 
 
 def test_autotrain_off_by_default_under_pytest(monkeypatch) -> None:
-    monkeypatch.delenv(app_state.NO_AUTOTRAIN_ENV, raising=False)
-    assert app_state.autotrain_disabled()  # a test that forgets the flag never spawns training
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "0")
-    assert not app_state.autotrain_disabled()
-    monkeypatch.setenv(app_state.NO_AUTOTRAIN_ENV, "1")
-    assert app_state.autotrain_disabled()
+    monkeypatch.delenv(context.NO_AUTOTRAIN_ENV, raising=False)
+    assert context.autotrain_disabled()  # a test that forgets the flag never spawns training
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "0")
+    assert not context.autotrain_disabled()
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "1")
+    assert context.autotrain_disabled()
 
 
 def test_wrong_data_folders_give_errors(app_env, tmp_path: Path) -> None:

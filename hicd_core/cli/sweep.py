@@ -1,28 +1,15 @@
-"""``sweep`` and ``report`` sub-commands (registered into ``hicd_core.cli``)."""
+"""``sweep``: run the level-ablation sweep (resumable), with progress bars or a status file."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from hicd_core.cli import COMMANDS, EXTENSIONS, CliError
-from hicd_core.experiments.spec import (
-    MODELS,
-    SOURCE_TASKS,
-    load_preset,
-    parse_list,
-    parse_seeds,
-    parse_settings,
-)
-
-
-def _store(args: argparse.Namespace):
-    from hicd_core.experiments.runstore import RunStore, default_store_root
-
-    return RunStore(Path(args.store) if args.store else default_store_root(args.store_name))
+from hicd_core.cli.common import add_store_options, open_store
+from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, load_preset, parse_list, parse_seeds
+from hicd_core.hierarchy.levels import Setting
 
 
 class _Bars:
@@ -83,17 +70,21 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.models:
         overrides["models"] = parse_list(args.models, MODELS, "model")
     if args.settings:
-        overrides["settings"] = parse_settings(args.settings)
+        overrides["settings"] = Setting.parse_list(args.settings)
     if args.tasks:
         overrides["tasks"] = parse_list(args.tasks, SOURCE_TASKS, "task")
     if args.seeds:
         overrides["seeds"] = parse_seeds(args.seeds)
     if args.no_transfer:
         overrides["transfer"] = False
+    if args.cohort is not None:
+        overrides["cohort"] = args.cohort
+    if args.target is not None:
+        overrides["target"] = args.target
     preset = preset.with_overrides(**overrides)
-    cohorts = resolve_cohorts(args.cohort, args.target, preset.synthetic_patients)
+    cohorts = resolve_cohorts(preset.cohort, preset.target, preset.synthetic_patients)
     specs = expected_runs(preset, cohorts, args.device)
-    store = _store(args)
+    store = open_store(args)
     done = sum(store.is_finished(run_id) for run_id in specs)
     print(f"preset {preset.name}: {len(specs)} runs ({done} already finished) on {cohorts.source.label}"
           + (f" -> {cohorts.target.label}" if cohorts.target is not None else "") + f"\nstore: {store.root}")
@@ -124,47 +115,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run_report(args: argparse.Namespace) -> int:
-    from hicd_core.experiments import report
-
-    store = _store(args)
-    table = report.results(store)
-    if table.empty:
-        raise CliError(f"no finished runs in {store.root}; run `python -m hicd_core sweep` first")
-    compared = report.comparisons(store, n_resamples=args.resamples)
-    summaries = report.seed_summaries(table)
-    info = store.store_info()
-    if args.json:
-        print(json.dumps({"store": str(store.root), "info": info,
-                          "runs": table.to_dict(orient="records"),
-                          "comparisons": compared.to_dict(orient="records"),
-                          "seed_summaries": summaries.to_dict(orient="records")}, indent=2, default=str))
-        return 0
-    synthetic = " (SYNTHETIC data)" if info.get("synthetic") else ""
-    print(f"run store {store.root}{synthetic}\nsource: {info.get('source')}  target: {info.get('target')}")
-    for (model, evaluation), group in table.groupby(["model", "evaluation"], sort=False):
-        print(f"\n{model} / {evaluation}")
-        merged = group.merge(compared, on=["model", "evaluation", "seed", "setting"], how="left",
-                             suffixes=("", "_cmp")) if not compared.empty else group
-        for row in merged.itertuples():
-            line = (f"  s{row.seed} {row.setting_label:<12} AUROC {row.auroc:.4f}  AUPRC {row.auprc:.4f} "
-                    f"(pos {row.positive_rate:.3f})  F1m {row.macro_f1:.4f}  Brier {row.brier:.4f} "
-                    f"ECE {row.ece:.4f}")
-            delta = getattr(row, "delta_auroc", float("nan"))
-            if delta == delta:
-                line += (f"  dAUROC {delta:+.4f} p {row.p_auroc:.3g} (Holm {row.p_auroc_holm:.3g})"
-                         f"  dF1m {row.delta_macro_f1:+.4f} p {row.p_macro_f1:.3g}"
-                         f" (Holm {row.p_macro_f1_holm:.3g})")
-            print(line)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    store_help = "run store directory (default: $HICD_DATA_DIR/runs/<--store-name>)"
     sweep = sub.add_parser("sweep", help="run the level-ablation sweep (resumable)")
     sweep.add_argument("--preset", default="default", help="default | paper | tiny | PATH.json")
-    sweep.add_argument("--cohort", default="synthetic", help="synthetic | mimic-iv:PATH")
-    sweep.add_argument("--target", default=None, help="eicu:PATH | none (default: the synthetic target)")
+    sweep.add_argument("--cohort", help="synthetic | mimic-iv:PATH (default: the preset's, synthetic)")
+    sweep.add_argument("--target", help="eicu:PATH | none (default: the preset's; the synthetic target)")
     sweep.add_argument("--models", help="comma list of bert,graph")
     sweep.add_argument("--settings", help="all | comma list of 000,001,...")
     sweep.add_argument("--tasks", help="comma list of readmission_30d,emergency_next")
@@ -174,18 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--workers", type=_workers, default="auto",
                        help="processes running groups of runs in parallel: auto (CPU: one per core, at "
                             "most 4; CUDA: 1) or a number; the cores are shared out between them")
-    sweep.add_argument("--store", help=store_help)
-    sweep.add_argument("--store-name", default="default")
+    add_store_options(sweep)
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.add_argument("--status-file", help="also write progress as JSON here (used by the app)")
-
-    rep = sub.add_parser("report", help="print the results table with statistics against flat")
-    rep.add_argument("--store", help=store_help)
-    rep.add_argument("--store-name", default="default")
-    rep.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples")
-    rep.add_argument("--json", action="store_true")
-
-
-COMMANDS["sweep"] = run_sweep
-COMMANDS["report"] = run_report
-EXTENSIONS.append(register)
+    sweep.set_defaults(func=run_sweep)

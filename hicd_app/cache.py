@@ -1,0 +1,217 @@
+"""Every Streamlit cache of the app, in one place.
+
+Each wrapper keys its result by the store path plus a cheap store version
+(:func:`hicd_core.experiments.store_status.store_version`: run folder count and file mtimes), so runs
+finished by a background sweep appear without a restart, and finished runs, which never change,
+are read once. Cohorts are keyed by their fingerprint (the ``_cohort`` argument itself is not
+hashed). The functions they wrap are plain engine functions, unit-tested without Streamlit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hicd_core.analysis import embedding_view, tree_view
+from hicd_core.analysis.results_view import curve_table
+from hicd_core.cohort import Cohort, cohort_summary, load_cohort
+from hicd_core.experiments import report
+from hicd_core.experiments.runstore import RunStore
+from hicd_core.experiments.store_status import expected_for
+
+#: What a damaged or foreign store raises while being read (unreadable or missing files, bad JSON or
+#: parquet, missing fields). Anything else is a bug and must show as one, not as a damaged store.
+STORE_ERRORS = (OSError, ValueError, KeyError, json.JSONDecodeError)
+
+
+def failure(what: str, exc: Exception) -> str:
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+def _guarded(what: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """A damaged file in a store must give a message, not a traceback: an empty frame whose
+    ``attrs['error']`` says what failed (``widgets.show_problem`` prints it)."""
+    try:
+        return build()
+    except STORE_ERRORS as exc:
+        frame = pd.DataFrame()
+        frame.attrs["error"] = failure(what, exc)
+        return frame
+
+
+# ------------------------------------------------------------------------------------ cohorts
+@st.cache_resource(show_spinner="Loading the cohort (first time: parsing the source tables) ...",
+                   max_entries=8)
+def cohort(site: str, path: str, split_seed: int, stamp: int) -> Cohort:
+    """A cohort read through the engine's parsed-cohort cache; ``stamp`` changes with the folder."""
+    return load_cohort(site, path, split_seed=split_seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def summary_of(fingerprint: str, _cohort: Cohort) -> dict:
+    return cohort_summary(_cohort)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def counts_of(fingerprint: str, _cohort: Cohort) -> pd.Series:
+    return tree_view.code_counts(_cohort)
+
+
+@st.cache_data(show_spinner="Computing outcome rates per node ...", max_entries=16)
+def outcome_rates_of(fingerprint: str, task: str, _cohort: Cohort) -> pd.DataFrame:
+    return tree_view.node_outcome_rates(_cohort, task)
+
+
+@st.cache_data(show_spinner="Comparing the sites' codes ...", max_entries=8)
+def coverage_of(source_fp: str, target_fp: str, _source: Cohort, _target: Cohort) -> pd.DataFrame:
+    from hicd_core.experiments.transfer import code_coverage
+
+    return code_coverage(_source, _target)
+
+
+# ---------------------------------------------------------------------------------- run store
+@st.cache_data(show_spinner=False, max_entries=32)
+def store_info(root: str, version: str) -> dict:
+    try:
+        return RunStore(root).store_info()
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def results(root: str, version: str) -> pd.DataFrame:
+    return _guarded("Reading the finished runs", lambda: report.results(RunStore(root)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def finished_runs(root: str, version: str) -> tuple[list[dict], str | None]:
+    """(finished runs, None), or ([], what failed) when the store cannot be read."""
+    try:
+        return RunStore(root).finished_runs(), None
+    except STORE_ERRORS as exc:
+        return [], failure("Reading the finished runs", exc)
+
+
+@st.cache_data(show_spinner="Comparing each setting with the flat model (DeLong, paired bootstrap) ...",
+               max_entries=8)
+def comparisons(root: str, version: str) -> pd.DataFrame:
+    return _guarded("Comparing with the flat model", lambda: report.comparisons(RunStore(root)))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def predictions(root: str, run_id: str) -> pd.DataFrame:
+    """A finished run never changes, so its predictions are keyed by run id alone."""
+    return RunStore(root).predictions(run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def listing(root: str, version: str, default_bundle: bool) -> pd.DataFrame:
+    store = RunStore(root)
+    return _guarded("Listing the runs",
+                    lambda: store.listing(expected_for(store, store.store_info(), default_bundle)))
+
+
+@st.cache_data(show_spinner="Computing intervals ...", max_entries=64)
+def curve(root: str, version: str, evaluation: str, metric: str) -> pd.DataFrame:
+    return curve_table(results(root, version), evaluation, metric, lambda run_id: predictions(root, run_id))
+
+
+@st.cache_resource
+def autotrain_attempted() -> set[str]:
+    """Store roots this server already auto-started (once per process: never a restart loop)."""
+    return set()
+
+
+# --------------------------------------------------------------------------- embeddings, graphs
+@st.cache_data(show_spinner=False, max_entries=64)
+def embedding_bundle(root: str, run_id: str) -> tuple[list[str], np.ndarray, pd.DataFrame] | None:
+    return embedding_view.load_embedding_bundle(RunStore(root), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def neighbours(root: str, run_id: str, code: str, k: int = 10) -> pd.DataFrame:
+    bundle = embedding_bundle(root, run_id)
+    if bundle is None:
+        return pd.DataFrame(columns=["rank", "code", "cosine", "chapter", "title"])
+    codes, matrix, points = bundle
+    return embedding_view.neighbours_table(codes, matrix, points, code, k)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def umap_chart(root: str, run_id: str, code: str, title: str) -> Any:
+    """The UMAP figure of a run with ``code`` starred (shared, never mutated: plotly_chart copies it)."""
+    from hicd_core.analysis.charts import umap_figure
+
+    bundle = embedding_bundle(root, run_id)
+    return None if bundle is None else umap_figure(bundle[2], highlight=code, title=title)
+
+
+@st.cache_resource(show_spinner="Loading the HICD-Graph graph ...", max_entries=16)
+def code_graph(root: str, run_id: str) -> Any:
+    return tree_view.stored_code_graph(RunStore(root), run_id)
+
+
+@st.cache_data(show_spinner="Building the ICD-10-CM tree ...", max_entries=64)
+def tree_table(focus: str | None, include_codes: bool, key: str, _counts: pd.Series | None,
+               _values: pd.Series | None) -> pd.DataFrame:
+    """``key`` names what the unhashed counts and values are computed from: cohort fingerprint,
+    colour, task (outcome rate) or store, run and sample count (mean attribution)."""
+    return tree_view.tree_table(code_counts=_counts, values=_values, focus=focus, include_codes=include_codes)
+
+
+@st.cache_data
+def search(query: str) -> pd.DataFrame:
+    from hicd_core.hierarchy import search_nodes
+
+    return search_nodes(query, limit=50)
+
+
+@st.cache_data(show_spinner="Drawing the graph ...", max_entries=32)
+def network(root: str, run_id: str, code: str, hops: int, max_nodes: int
+            ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    from hicd_core.analysis.charts import graph_network_html
+
+    nodes, edges = code_graph(root, run_id).neighbourhood(code, k=hops, max_nodes=max_nodes)
+    return graph_network_html(nodes, edges), nodes, edges
+
+
+# ------------------------------------------------------------------------------- attributions
+@st.cache_data(show_spinner="Computing integrated-gradients attributions over test samples ...",
+               max_entries=16)
+def mean_attributions(root: str, run_id: str, fingerprint: str, task: str, n: int, n_steps: int,
+                      _cohort: Cohort) -> pd.DataFrame:
+    """Mean attribution per tree node of a run over ``n`` test samples (one IG pass per patient)."""
+    from hicd_core.analysis import attributions
+
+    samples = attributions.attribution_samples(_cohort, task, n)
+    return attributions.mean_attribution_by_code(RunStore(root), run_id, _cohort, task, samples,
+                                                 n_steps=n_steps)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def task_runs(root: str, version: str) -> pd.DataFrame:
+    """Finished task runs; ``version`` makes a newly finished run show up."""
+    from hicd_core.analysis import patient_view
+
+    return patient_view.task_runs(RunStore(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def candidates(root: str, run_id: str, fingerprint: str, task: str, _cohort: Cohort) -> pd.DataFrame:
+    from hicd_core.analysis import patient_view
+
+    return patient_view.test_candidates(RunStore(root), run_id, _cohort, task)
+
+
+def folder_stamp(path: Path) -> int:
+    """Changes when files are added to or replaced in the folder (or its hosp/ subfolder)."""
+    stamps = [path.stat().st_mtime_ns]
+    if (path / "hosp").is_dir():
+        stamps.append((path / "hosp").stat().st_mtime_ns)
+    return max(stamps)

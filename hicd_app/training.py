@@ -1,0 +1,118 @@
+"""Background training in the app: the first-launch auto-start of the default bundle, the sidebar's
+progress panel (a fragment polling the sweep's status file), the "train the default preset" button,
+and starting a sweep of chosen runs from a page (a :class:`SweepPreset` handed over as JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from hicd_app import cache
+from hicd_app.context import AppContext, autotrain_disabled
+from hicd_core.experiments import background
+from hicd_core.experiments.runstore import RunStore
+from hicd_core.experiments.spec import PRESETS
+from hicd_core.experiments.store_status import (
+    default_expected_runs,
+    extension_preset,
+    listing_counts,
+    missing_summary,
+    store_version,
+)
+
+
+def maybe_autotrain(root: Path, info: dict, default_bundle: bool, running: bool) -> str | None:
+    """First launch on the default bundle: start the default preset in the background if runs are missing."""
+    if autotrain_disabled() or running or not default_bundle or str(root) in cache.autotrain_attempted():
+        return None
+    cache.autotrain_attempted().add(str(root))
+    expected = default_expected_runs(info)
+    store = RunStore(root)
+    if expected and all(store.is_finished(run_id) for run_id in expected):
+        return None
+    if background.start_sweep(root, PRESETS["default"]):
+        return "Started training the default bundle in the background; pages fill in as runs finish."
+    return None
+
+
+def offer_default_training(root: Path, info: dict, default_bundle: bool, version: str) -> None:
+    """A button (never an automatic start) that trains the default preset: into an empty store the
+    user named, or into the default bundle when auto-start is off and runs are missing.
+
+    Whether the default runs are all finished comes from the cached :func:`listing` of this store
+    version (which includes them on the default bundle), not from a scan of the run folders."""
+    if default_bundle:
+        expected = default_expected_runs(info)
+        if expected:
+            runs = cache.listing(str(root), version, default_bundle)
+            finished = set(runs.loc[runs["status"] == "finished", "run_id"]) if "run_id" in runs else set()
+            if finished.issuperset(expected):
+                return
+        label = "Train the default bundle"
+    elif not info and not (root / "runs").is_dir():
+        label = "Train the default preset into this store"
+    else:
+        return
+    st.caption("The default preset: 8 settings x HICD-BERT and HICD-Graph x two tasks + transfer, on the "
+               "synthetic default. It runs in the background; pages fill in as runs finish.")
+    if st.button(label, key="train_default", icon=":material/play_arrow:"):
+        if background.start_sweep(root, PRESETS["default"]):
+            st.rerun()
+        st.warning("A sweep is already running for this store.")
+
+
+def _status_panel(root: str, version: str) -> None:
+    """Progress of the background sweep; a full rerun when a run finished so pages fill in."""
+    status = background.read_status(Path(root))
+    running = background.is_running(Path(root))
+    view = background.training_view(status, running)
+    if view["state"] == "running":
+        if view["n_runs"]:
+            done = view["finished"] + view["failed"]
+            st.progress(min(view["overall"], 1.0),
+                        text=f"Overall: {done} of {view['n_runs']} runs done, ETA {view['eta']}")
+            for run_id, stage, fraction in view["active"]:
+                st.progress(min(fraction, 1.0), text=f"{run_id[:48]}: {stage}")
+        else:
+            st.progress(0.0, text="Preparing the cohorts ...")
+        st.caption(f"finished {view['finished']}, failed {view['failed']} in this sweep")
+    elif view["state"] in ("finished", "failed", "stopped"):
+        st.caption(f"Last sweep {view['state']}: finished {view['finished']}, failed {view['failed']}."
+                   + (f" {view['message']}" if view["message"] else ""))
+    else:
+        st.caption("No background training.")
+    if store_version(Path(root)) != version:
+        st.rerun()  # a run finished or failed: redraw the page with it
+
+
+running_status = st.fragment(run_every=2)(_status_panel)
+
+
+idle_status = st.fragment(_status_panel)
+
+
+def training_note(ctx: AppContext, table: pd.DataFrame | None = None) -> None:
+    """Say plainly what is still training (or missing) so an empty chart is never a mystery."""
+    if ctx.store is None:
+        return
+    runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
+    counts = listing_counts(runs)
+    todo = missing_summary(runs)
+    if ctx.running:
+        st.info(f"Training in the background: {counts['finished']} of {len(runs)} expected runs finished. "
+                f"Still to come: {todo or 'the remaining runs'}. This page fills in as they finish.",
+                icon=":material/hourglass_top:")
+    elif counts["missing"] or counts["failed"]:
+        st.info(f"{counts['finished']} of {len(runs)} expected runs finished, {counts['failed']} failed, "
+                f"{counts['missing']} not trained. Not trained: {todo}.", icon=":material/info:")
+
+
+def start_training(ctx: AppContext, **subset: Any) -> bool:
+    """Start a background sweep of exactly these runs in the current store (False if one runs)."""
+    if ctx.store is None:
+        return False
+    preset = extension_preset(ctx.store, ctx.info, ctx.default_bundle, **subset)
+    return background.start_sweep(ctx.store_root, preset)

@@ -1,0 +1,27 @@
+"""What every sub-command shares: the one-line error type and the run-store options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hicd_core.experiments.runstore import RunStore
+
+STORE_HELP = "run store directory (default: $HICD_DATA_DIR/runs/<--store-name>)"
+
+
+class CliError(Exception):
+    """An error to print as one line (exit status 2: the command line itself is wrong)."""
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help=STORE_HELP)
+    parser.add_argument("--store-name", default="default")
+
+
+def open_store(args: argparse.Namespace) -> RunStore:
+    from hicd_core.experiments.runstore import RunStore, default_store_root
+
+    return RunStore(Path(args.store) if args.store else default_store_root(args.store_name))
