@@ -106,8 +106,35 @@ def test_icd9_fallback_is_approximate(icd9: str, category: str) -> None:
 
 
 def test_icd9_no_map_is_kept_and_counted() -> None:
-    frame = normalize_codes(["E9352"], 9)
+    # E8700 (cut during surgery): NoDx in the forward GEM and named by no backward-GEM row, nor are
+    # its E870 siblings -- ICD-10-CM codes it as a complication per body system.
+    frame = normalize_codes(["E8700"], 9)
     assert frame["status"].iloc[0] == "unmapped" and frame["chapter"].iloc[0] == "UNK"
+
+
+@pytest.mark.parametrize(("icd9", "category", "chapter"), [
+    ("E9342", "T45", "XIX"), ("E9352", "T40", "XIX"), ("E9331", "T45", "XIX"), ("E8654", "T62", "XIX"),
+    ("E912", "T17", "XIX"), ("70722", "L89", "XII")])
+def test_icd9_forward_no_map_resolves_through_backward_gem(icd9: str, category: str, chapter: str) -> None:
+    """The forward GEM says NoDx; the backward GEM names ICD-10-CM codes that map back to the code."""
+    row = normalize_codes([icd9], 9).iloc[0]
+    assert (row["status"], row["rule"]) == ("approximate", "backward-gem")
+    assert (row["category"], row["chapter"]) == (category, chapter)
+
+
+def test_backward_gem_pick_is_majority_category_initial_encounter() -> None:
+    # E9352 (other opiates, adverse effect) <- T400X5A/S, T402X5A/S, ... all in T40: first is 'A'.
+    assert lookup("E9352", version=9).icd10 == "T400X5A"
+    # Late effects have only sequela candidates and keep them.
+    assert lookup("E9292", version=9).icd10.endswith("S")
+
+
+@pytest.mark.parametrize(("icd9", "category", "rule"), [("E9347", "T45", "backward-category"),
+                                                        ("E927", "T73", "backward-descendants")])
+def test_icd9_backward_relatives(icd9: str, category: str, rule: str) -> None:
+    """Named by neither GEM: the backward candidates of its ICD-9 descendants or category siblings."""
+    row = normalize_codes([icd9], 9).iloc[0]
+    assert (row["status"], row["rule"], row["category"]) == ("approximate", rule, category)
 
 
 def test_demo_icd9_coverage(demo_dir) -> None:
@@ -118,6 +145,18 @@ def test_demo_icd9_coverage(demo_dir) -> None:
     assert covered >= 0.95, covered
     icd10 = diag.loc[diag["icd_version"] == 10, "icd_code"].drop_duplicates()
     assert normalize_codes(icd10, 10)["status"].astype(str).isin(RESOLVED).all()
+
+
+def test_icd9_chapter_coverage_target(demo_dir) -> None:
+    """>= 99.5 % of distinct real ICD-9 codes get an ICD-10-CM chapter (the demo's and the dictionary's)."""
+    hosp = demo_dir / "hosp"
+    used = pd.read_csv(hosp / "diagnoses_icd.csv.gz", dtype={"icd_code": str})
+    listed = pd.read_csv(hosp / "d_icd_diagnoses.csv.gz", dtype={"icd_code": str})
+    for frame, n in ((used, 740), (listed, 14_666)):
+        codes = frame.loc[frame["icd_version"] == 9, "icd_code"].drop_duplicates()
+        assert len(codes) == n
+        with_chapter = (normalize_codes(codes, 9)["chapter"].astype(str) != "UNK").mean()
+        assert with_chapter >= 0.995, (n, with_chapter)
 
 
 MALFORMED = ["", None, "  ", "i21.4", " I21.4 ", "I21..4", "4280", "XYZ", "123456789", "S030XXA"]
@@ -139,7 +178,7 @@ def test_single_lookup_of_invalid_code_names_it(bad: str) -> None:
 
 
 def test_coverage_report_counts_everything() -> None:
-    codes = ["I214", "4280", "XYZ", "", "585", "E9352"]
+    codes = ["I214", "4280", "XYZ", "", "585", "E8700"]
     versions = [10, 9, 10, 10, 9, 9]
     report = coverage_report(codes, versions)
     assert report["occurrences"].sum() == len(codes)

@@ -306,9 +306,21 @@ def coverage_figure(coverage: pd.DataFrame) -> go.Figure:
 
 
 # ------------------------------------------------------------------------------------- cohort tables
+def dataset_text(summary: dict) -> str:
+    """A MEDS dataset's name, version and MEDS version from its dataset.json ('' for other sources)."""
+    dataset = summary.get("dataset") or {}
+    parts = [str(dataset[key]) for key in ("dataset_name", "dataset_version") if dataset.get(key)]
+    if dataset.get("meds_version"):
+        parts.append(f"MEDS {dataset['meds_version']}")
+    return " · ".join(parts)
+
+
 def cohort_summary_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
     """One column per site: the counts a reader checks first (from ``cohort_summary``)."""
     rows = {
+        "source": lambda s: str(s.get("source", s.get("site", ""))),
+        "dataset": dataset_text,
+        "split": lambda s: str(s.get("split_source", "")),
         "patients": lambda s: f"{s['patients']:,}",
         "visits": lambda s: f"{s['visits']:,}",
         "diagnosis rows": lambda s: f"{s['diagnosis_rows']:,}",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from hicd_core.cli.common import CliError
+from hicd_core.cohort.schema import SOURCES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,23 +17,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--scale", choices=["default", "full"], default="default")
     synth.add_argument("--hierarchy-signal", type=float, default=0.7,
                        help="share of outcome risk carried by the hierarchy, in [0, 1]")
+    synth.add_argument("--format", choices=["csv", "meds"], default="csv",
+                       help="csv: both sites in the official CSV layouts; meds: the source site as a "
+                            "MEDS root")
+    synth.add_argument("--lab-ratio", type=float, default=20.0,
+                       help="meds only: LAB rows per diagnosis row (the volume a reader must skip)")
     synth.set_defaults(func=run_synth)
 
     cohort = sub.add_parser("cohort", help="load a MIMIC-IV or eICU folder and print its summary")
-    cohort.add_argument("--source", required=True, choices=["mimic-iv", "eicu"])
-    cohort.add_argument("--path", required=True, help="MIMIC-IV root or hosp/ folder, or eICU folder")
+    cohort.add_argument("--source", required=True, choices=list(SOURCES))
+    cohort.add_argument("--path", required=True,
+                        help="MIMIC-IV root or hosp/ folder, MIMIC-III folder, MEDS root, or eICU folder")
     cohort.add_argument("--split-seed", type=int, default=0)
     cohort.add_argument("--json", action="store_true")
     cohort.set_defaults(func=run_cohort)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from hicd_core.synthetic import write_synthetic
+    from hicd_core.synthetic import write_synthetic, write_synthetic_meds
 
     if not 0.0 <= args.hierarchy_signal <= 1.0:
         raise CliError(f"--hierarchy-signal must be within [0, 1], got {args.hierarchy_signal}")
-    summary = write_synthetic(Path(args.out), seed=args.seed, scale=args.scale,
-                              hierarchy_signal=args.hierarchy_signal)
+    if args.format == "meds":
+        if args.lab_ratio < 0:
+            raise CliError(f"--lab-ratio must be >= 0, got {args.lab_ratio}")
+        summary = write_synthetic_meds(Path(args.out), seed=args.seed, scale=args.scale,
+                                       hierarchy_signal=args.hierarchy_signal, lab_ratio=args.lab_ratio)
+    else:
+        summary = write_synthetic(Path(args.out), seed=args.seed, scale=args.scale,
+                                  hierarchy_signal=args.hierarchy_signal)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

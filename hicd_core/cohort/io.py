@@ -19,11 +19,20 @@ class CohortInputError(ValueError):
     """A source folder, file or column is missing or unusable (the message names it)."""
 
 
-def find_table(folder: Path, name: str, expected: list[str]) -> Path:
-    """``folder/name.csv.gz`` or ``folder/name.csv``; a clear error naming both and the columns."""
+def find_table(folder: Path, name: str, expected: list[str], *, any_case: bool = False) -> Path:
+    """``folder/name.csv.gz`` or ``folder/name.csv``; a clear error naming both and the columns.
+
+    ``any_case`` also accepts the file name in any letter case (MIMIC-III ships ``ADMISSIONS.csv``,
+    some copies are lower-cased); the exact spelling wins, then ``.csv.gz`` over ``.csv``.
+    """
     for candidate in (folder / f"{name}.csv.gz", folder / f"{name}.csv"):
         if candidate.is_file():
             return candidate
+    if any_case and folder.is_dir():
+        by_name = {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_file()}
+        for suffix in (".csv.gz", ".csv"):
+            if f"{name}{suffix}".lower() in by_name:
+                return by_name[f"{name}{suffix}".lower()]
     raise CohortInputError(
         f"missing table {name!r}: expected {folder / (name + '.csv.gz')} (or .csv) "
         f"with columns {', '.join(expected)}")
@@ -40,15 +49,24 @@ def read_header(path: Path) -> list[str]:
 
 
 def read_table(path: Path, required: list[str], optional: list[str] = (),
-               types: dict[str, pa.DataType] | None = None) -> pd.DataFrame:
-    """Read the required (and any present optional) columns; missing required columns are an error."""
+               types: dict[str, pa.DataType] | None = None, *, any_case: bool = False) -> pd.DataFrame:
+    """Read the required (and any present optional) columns; missing required columns are an error.
+
+    ``any_case`` matches header names in any letter case (MIMIC-III 1.4 ships ``SUBJECT_ID``, its demo
+    ``subject_id``); the frame's columns are then named as requested.
+    """
     header = read_header(path)
-    missing = [column for column in required if column not in header]
+    fold = str.lower if any_case else str
+    present = {fold(column): column for column in reversed(header)}  # the first spelling wins
+    missing = [column for column in required if fold(column) not in present]
     if missing:
-        raise CohortInputError(f"{path} lacks column(s) {', '.join(missing)}; expected at least "
+        case = " (in any letter case)" if any_case else ""
+        raise CohortInputError(f"{path} lacks column(s) {', '.join(missing)}{case}; expected at least "
                                f"{', '.join(required)} (found {', '.join(header) or 'no header'})")
-    columns = list(required) + [c for c in optional if c in header]
-    column_types = {c: t for c, t in (types or {}).items() if c in columns}
+    wanted = list(required) + [c for c in optional if fold(c) in present]
+    actual = {present[fold(c)]: c for c in wanted}  # header spelling -> requested name
+    columns = list(actual)
+    column_types = {present[fold(c)]: t for c, t in (types or {}).items() if c in wanted}
     # Everything not typed explicitly is read as a string, so a stray value never aborts the load.
     for column in columns:
         column_types.setdefault(column, pa.string())
@@ -59,7 +77,7 @@ def read_table(path: Path, required: list[str], optional: list[str] = (),
             read_options=pacsv.ReadOptions(block_size=1 << 24))
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         raise CohortInputError(f"cannot parse {path}: {exc}") from exc
-    return table.to_pandas()
+    return table.rename_columns([actual[name] for name in table.column_names]).to_pandas()
 
 
 def file_digest(paths: list[Path]) -> str:

@@ -8,13 +8,16 @@ unknown age (counted); diagnosis rows with empty codes or unknown admissions are
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from hicd_core.cohort.build import RawCohort
 from hicd_core.cohort.io import CohortInputError, file_digest, find_table, read_table
+from hicd_core.cohort.tasks import EMERGENCY_TYPES
 
 DIAGNOSES = ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]
 ADMISSIONS = ["subject_id", "hadm_id", "admittime", "dischtime", "admission_type"]
@@ -32,7 +35,8 @@ def hosp_folder(path: Path) -> Path:
     return path / "hosp" if (path / "hosp").is_dir() else path
 
 
-def _parse_times(values: pd.Series) -> tuple[pd.Series, int]:
+def parse_times(values: pd.Series) -> tuple[pd.Series, int]:
+    """``YYYY-MM-DD HH:MM:SS`` (or ISO) strings -> datetimes, and how many present values did not parse."""
     parsed = pd.to_datetime(values, format=TIME_FORMAT, errors="coerce")
     if parsed.isna().sum() > values.isna().sum():  # maybe date-only or ISO 'T' strings
         parsed = parsed.fillna(pd.to_datetime(values, format="ISO8601", errors="coerce"))
@@ -40,7 +44,7 @@ def _parse_times(values: pd.Series) -> tuple[pd.Series, int]:
     return parsed, bad
 
 
-def read_mimic_iv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, int], str]:
+def read_mimic_iv(path: Path) -> RawCohort:
     """Read the three tables into raw frames for :func:`hicd_core.cohort.build.assemble_cohort`."""
     hosp = hosp_folder(path)
     files = {name: find_table(hosp, name, cols) for name, cols in
@@ -53,42 +57,14 @@ def read_mimic_iv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
                           types={"subject_id": pa.int64(), "anchor_age": pa.float64(),
                                  "anchor_year": pa.float64()})
     problems: dict[str, int] = {}
-
-    admit, bad_admit = _parse_times(admissions["admittime"])
-    disch, bad_disch = _parse_times(admissions["dischtime"])
-    death = (_parse_times(admissions["deathtime"])[0] if "deathtime" in admissions
-             else pd.Series(pd.NaT, index=admissions.index))
-    unplaceable = admit.isna() | disch.isna()
-    problems["admissions_unparseable_time"] = int(unplaceable.sum())
-    problems["admissions_unparseable_admittime"] = bad_admit
-    problems["admissions_unparseable_dischtime"] = bad_disch
-    duplicated = admissions["hadm_id"].duplicated(keep="first")
-    problems["admissions_duplicate_hadm_id"] = int(duplicated.sum())
-    keep = ~unplaceable & ~duplicated & admissions["hadm_id"].notna() & admissions["subject_id"].notna()
-    admissions, admit, disch, death = admissions[keep], admit[keep], disch[keep], death[keep]
-
     patients = patients.drop_duplicates("subject_id")
-    known = admissions["subject_id"].isin(patients["subject_id"])
-    problems["admissions_unknown_subject_id"] = int((~known).sum())
     anchor = patients.set_index("subject_id")
-    anchor_age = admissions["subject_id"].map(anchor["anchor_age"])
-    anchor_year = admissions["subject_id"].map(anchor["anchor_year"])
-    age = (anchor_age + admit.dt.year - anchor_year).astype("float32")
 
-    expire = (pd.to_numeric(admissions["hospital_expire_flag"], errors="coerce").fillna(0).to_numpy() == 1
-              if "hospital_expire_flag" in admissions else np.zeros(len(admissions), bool))
-    died = expire | death.notna().to_numpy()
-    first_start = admit.groupby(admissions["subject_id"]).transform("min")
-    visits = pd.DataFrame({
-        "source_patient_id": admissions["subject_id"].astype(str).to_numpy(),
-        "source_visit_id": admissions["hadm_id"].to_numpy(np.int64),
-        "group_id": admissions["hadm_id"].astype(str).to_numpy(),
-        "start": admit.to_numpy(), "end": disch.to_numpy(),
-        "start_minutes": ((admit - first_start).dt.total_seconds() / 60).to_numpy(),
-        "end_minutes": ((disch - first_start).dt.total_seconds() / 60).to_numpy(),
-        "visit_type": admissions["admission_type"].fillna("UNKNOWN").astype(str).to_numpy(),
-        "age": age.to_numpy(), "died": died,
-    })
+    def age_at(admissions: pd.DataFrame, admit: pd.Series) -> pd.Series:
+        subject = admissions["subject_id"]
+        return subject.map(anchor["anchor_age"]) + admit.dt.year - subject.map(anchor["anchor_year"])
+
+    visits = admission_visits(admissions, patients, age_at, EMERGENCY_TYPES, problems)
 
     code = diagnoses["icd_code"]
     empty = code.isna() | (code.astype(str).str.strip() == "")
@@ -104,9 +80,64 @@ def read_mimic_iv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
         "raw_code": diagnoses["icd_code"].array,  # stays Arrow-backed: no 5M object strings
         "icd_version": diagnoses["icd_version"].to_numpy(np.int8),
     })
-    raw_patients = pd.DataFrame({"source_patient_id": patients["subject_id"].astype(str).to_numpy(),
-                                 "sex": patients.get("gender", pd.Series("", index=patients.index))
-                                 .fillna("").to_numpy()})
     if raw_diagnoses.empty:
         raise CohortInputError(f"{files['diagnoses_icd']} holds no usable diagnosis rows")
-    return visits, raw_diagnoses, raw_patients, problems, file_digest(list(files.values()))
+    raw_patients = patient_frame(patients)
+    if "dod" in patients:  # date of death in or out of hospital: readmission_30d censoring
+        death, problems["patients_unparseable_dod"] = parse_times(patients["dod"])
+        raw_patients["death"] = death.to_numpy()
+    return RawCohort(visits, raw_diagnoses, raw_patients, problems, file_digest(list(files.values())))
+
+
+def patient_frame(patients: pd.DataFrame) -> pd.DataFrame:
+    """``source_patient_id`` and ``sex`` (``gender``, '' when absent) of a MIMIC ``patients`` table."""
+    return pd.DataFrame({"source_patient_id": patients["subject_id"].astype(str).to_numpy(),
+                         "sex": patients.get("gender", pd.Series("", index=patients.index))
+                         .fillna("").to_numpy()})
+
+
+def admission_visits(admissions: pd.DataFrame, patients: pd.DataFrame,
+                     age_at: Callable[[pd.DataFrame, pd.Series], pd.Series],
+                     emergency_types: Collection[str], problems: dict[str, int]) -> pd.DataFrame:
+    """MIMIC ``admissions`` rows -> the :class:`RawCohort` visits frame (shared by MIMIC-IV and MIMIC-III).
+
+    Admissions with unparseable times or a repeated ``hadm_id`` are excluded and counted; rows without
+    ``hadm_id``/``subject_id`` are excluded too (a caller that must count them drops them first, as
+    MIMIC-III does); admissions of subjects absent from ``patients`` are kept and counted.
+    ``age_at(kept admissions, admit times)`` gives the age in years; ``emergency_types`` are the
+    ``admission_type`` values counted as emergency; ``died`` = ``hospital_expire_flag`` or a ``deathtime``.
+    """
+    admit, bad_admit = parse_times(admissions["admittime"])
+    disch, bad_disch = parse_times(admissions["dischtime"])
+    death = (parse_times(admissions["deathtime"])[0] if "deathtime" in admissions
+             else pd.Series(pd.NaT, index=admissions.index))
+    unplaceable = admit.isna() | disch.isna()
+    problems["admissions_unparseable_time"] = int(unplaceable.sum())
+    problems["admissions_unparseable_admittime"] = bad_admit
+    problems["admissions_unparseable_dischtime"] = bad_disch
+    duplicated = admissions["hadm_id"].duplicated(keep="first")
+    problems["admissions_duplicate_hadm_id"] = int(duplicated.sum())
+    keep = ~unplaceable & ~duplicated & admissions["hadm_id"].notna() & admissions["subject_id"].notna()
+    admissions, admit, disch, death = admissions[keep], admit[keep], disch[keep], death[keep]
+    admissions = admissions.astype({"subject_id": np.int64, "hadm_id": np.int64})  # float if a null was read
+
+    known = admissions["subject_id"].isin(patients["subject_id"])
+    problems["admissions_unknown_subject_id"] = int((~known).sum())
+    age = age_at(admissions, admit).astype("float32")
+
+    expire = (pd.to_numeric(admissions["hospital_expire_flag"], errors="coerce").fillna(0).to_numpy() == 1
+              if "hospital_expire_flag" in admissions else np.zeros(len(admissions), bool))
+    died = expire | death.notna().to_numpy()
+    first_start = admit.groupby(admissions["subject_id"]).transform("min")
+    visits = pd.DataFrame({
+        "source_patient_id": admissions["subject_id"].astype(str).to_numpy(),
+        "source_visit_id": admissions["hadm_id"].to_numpy(np.int64),
+        "group_id": admissions["hadm_id"].astype(str).to_numpy(),
+        "start": admit.to_numpy(), "end": disch.to_numpy(),
+        "start_minutes": ((admit - first_start).dt.total_seconds() / 60).to_numpy(),
+        "end_minutes": ((disch - first_start).dt.total_seconds() / 60).to_numpy(),
+        "visit_type": admissions["admission_type"].fillna("UNKNOWN").astype(str).to_numpy(),
+        "emergency": admissions["admission_type"].isin(emergency_types).to_numpy(),
+        "age": age.to_numpy(), "died": died,
+    })
+    return visits

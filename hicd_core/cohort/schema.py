@@ -1,10 +1,12 @@
 """The one cohort representation every model and page reads (typed tables, documented fields).
 
-A :class:`Cohort` comes from a MIMIC-IV ``hosp`` folder, an eICU folder, or the synthetic default
-(which is written in those same layouts and read by the same loaders). Tables are pandas frames
-with categorical string columns; ids are dense int64 indices assigned by the loader, so nothing
-downstream ever sees a raw source identifier (``source_patient_id`` stays in the patients table
-for joins and is never shown by the app).
+A :class:`Cohort` comes from a MIMIC-IV ``hosp`` folder, a MIMIC-III folder, a MEDS dataset, an eICU
+folder, or the synthetic default (which is written in those same layouts and read by the same
+loaders). Whatever the container, a source's visits are either hospital admissions (MIMIC-IV,
+MIMIC-III, MEDS) or ICU unit stays (eICU), and the tasks follow from that (:data:`VISIT_KIND`). Tables are
+pandas frames with categorical string columns; ids are dense int64 indices assigned by the loader,
+so nothing downstream ever sees a raw source identifier (``source_patient_id`` stays in the patients
+table for joins and is never shown by the app).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import pandas as pd
 TRAIN, VALIDATION, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 
-#: Sites.
-MIMIC_IV, EICU = "mimic-iv", "eicu"
-SOURCES = (MIMIC_IV, EICU)
+#: Source kinds (what ``load_cohort`` reads; a cohort's ``site``).
+MIMIC_IV, MIMIC_III, MEDS, EICU = "mimic-iv", "mimic-iii", "meds", "eicu"
+SOURCES = (MIMIC_IV, MIMIC_III, MEDS, EICU)
+SOURCE_LABELS = {MIMIC_IV: "MIMIC-IV", MIMIC_III: "MIMIC-III", MEDS: "MEDS", EICU: "eICU"}
 
-#: Tasks and the site each belongs to.
-TASK_SITES = {"readmission_30d": MIMIC_IV, "emergency_next": MIMIC_IV, "icu_readmission": EICU}
+#: What a source's visits are: hospital admissions or ICU unit stays. The tasks follow from it.
+ADMISSIONS, ICU_STAYS = "admissions", "icu_stays"
+VISIT_KIND = {MIMIC_IV: ADMISSIONS, MIMIC_III: ADMISSIONS, MEDS: ADMISSIONS, EICU: ICU_STAYS}
 
 PATIENT_COLUMNS = {
     "patient_id": "int64 -- dense de-identified index 0..P-1 (what views show)",
-    "source_patient_id": "string -- subject_id (MIMIC-IV) or uniquepid (eICU); never displayed",
+    "source_patient_id": "string -- subject_id (MIMIC-IV/III, MEDS), uniquepid (eICU); never displayed",
     "split": "category -- train / val / test",
     "sex": "category -- as recorded (M/F/...), '' when absent",
     "n_visits": "int32",
@@ -40,11 +44,15 @@ VISIT_COLUMNS = {
     "end": "datetime64[ns]",
     "start_minutes": "float64 -- minutes since the patient's first visit start (both sources)",
     "end_minutes": "float64",
-    "visit_type": "category -- admission_type (MIMIC-IV) or unit type (eICU)",
+    "visit_type": "category -- admission_type (MIMIC-IV/III, MEDS) or unit type (eICU)",
+    "emergency": "bool -- an emergency-class admission (each reader's documented rule); False for eICU",
     "age": "float32 -- years at the visit (NaN when unknown; eICU '> 89' -> 90)",
     "died": "bool -- died during the visit (hospital_expire_flag / unit discharge status)",
-    "site": "category -- mimic-iv / eicu",
+    "site": "category -- the source kind: mimic-iv / mimic-iii / meds / eicu",
     "group_id": "string -- eICU patienthealthsystemstayid (hospital stay); hadm_id for MIMIC-IV",
+    "ambiguous_history": "bool -- eICU: an earlier hospital stay of the patient has an unknown order "
+                         "relative to this one (same discharge year); no task anchors a sample here",
+    "stay_type": "string -- eICU unitstaytype (admit / readmit / stepdown/other / transfer), '' elsewhere",
 }
 DIAGNOSIS_COLUMNS = {
     "visit_id": "int64",
@@ -73,7 +81,7 @@ class Cohort:
     """Patients, their visits in time order, diagnosis codes per visit, and task samples.
 
     Attributes:
-        site: ``mimic-iv`` or ``eicu``.
+        site: the source kind, one of :data:`SOURCES`.
         patients, visits, diagnoses: see ``*_COLUMNS`` above for every field.
         tasks: task name -> samples frame (``SAMPLE_COLUMNS``).
         fingerprint: hash of the source files' content + load parameters + code version. Every
@@ -88,6 +96,11 @@ class Cohort:
     tasks: dict[str, pd.DataFrame]
     fingerprint: str
     meta: dict = field(default_factory=dict)
+
+    @property
+    def visit_kind(self) -> str:
+        """``admissions`` or ``icu_stays`` (:data:`VISIT_KIND`): which tasks the cohort has."""
+        return VISIT_KIND[self.site]
 
     @property
     def synthetic(self) -> bool:

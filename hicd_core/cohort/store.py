@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from hicd_core import CODE_VERSION
-from hicd_core.cohort.build import assemble_cohort
+from hicd_core.cohort.build import RawCohort, assemble_cohort
 from hicd_core.cohort.eicu import read_eicu
 from hicd_core.cohort.io import CohortInputError, file_digest
+from hicd_core.cohort.meds import read_meds
 from hicd_core.cohort.mimic import read_mimic_iv
-from hicd_core.cohort.schema import EICU, MIMIC_IV, SOURCES, Cohort
+from hicd_core.cohort.mimic3 import CACHE_PATTERNS as MIMIC_III_FILES
+from hicd_core.cohort.mimic3 import read_mimic_iii
+from hicd_core.cohort.schema import EICU, MEDS, MIMIC_III, MIMIC_IV, SOURCES, Cohort
 from hicd_core.runtime import atomic_directory, cache_dir, stable_hash
 
-READERS = {MIMIC_IV: read_mimic_iv, EICU: read_eicu}
+#: source kind -> (reader, glob patterns of the files whose bytes key the parsed-cohort cache).
+READERS: dict[str, tuple[Callable[[Path], RawCohort], tuple[str, ...]]] = {
+    MIMIC_IV: (read_mimic_iv, ("*.csv*",)),
+    MIMIC_III: (read_mimic_iii, MIMIC_III_FILES),  # only its three tables, in any letter case
+    EICU: (read_eicu, ("*.csv*",)),
+    MEDS: (read_meds, ("*.parquet", "*.json")),
+}
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 
@@ -56,7 +66,8 @@ def read_cohort(folder: Path) -> Cohort:
 
 
 def load_cohort(source: str, path: Path | str, *, split_seed: int = 0, use_cache: bool = True) -> Cohort:
-    """Load a MIMIC-IV ``hosp`` or eICU folder (real or synthetic) into a :class:`Cohort`.
+    """Load a source (MIMIC-IV ``hosp`` folder, MIMIC-III folder, MEDS root, eICU folder; real or
+    synthetic) into a :class:`Cohort`.
 
     The parsed cohort is cached as parquet under ``$HICD_DATA_DIR/cache/cohorts`` keyed by the
     source files' content hash, the parameters and the code version, so a second load is fast and a
@@ -66,20 +77,23 @@ def load_cohort(source: str, path: Path | str, *, split_seed: int = 0, use_cache
     """
     if source not in SOURCES:
         raise CohortInputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source not in READERS:
+        raise CohortInputError(f"the {source} reader is not available in this version")
+    read, patterns = READERS[source]
     path = Path(path)
     params = {"split_seed": split_seed}
     marker = _synthetic_marker(path)
     if use_cache and path.is_dir():
-        files = sorted(p for p in path.rglob("*.csv*") if p.is_file())
+        files = sorted({p for pattern in patterns for p in path.rglob(pattern) if p.is_file()})
         key = stable_hash(source, file_digest(files), params, CODE_VERSION)
         cached = cache_dir() / "cohorts" / key
         if (cached / "meta.json").is_file():
             cohort = read_cohort(cached)
             cohort.meta["cache_folder"] = str(cached)
             return cohort
-    visits, diagnoses, patients, problems, digest = READERS[source](path)
+    raw = read(path)
     meta = {"source_path": str(path), "synthetic": marker is not None, "synthetic_params": marker}
-    cohort = assemble_cohort(source, visits, diagnoses, patients, problems, digest, params, meta)
+    cohort = assemble_cohort(source, raw, params, meta)
     if use_cache and path.is_dir():
         save_cohort(cohort, cached)
         cohort.meta["cache_folder"] = str(cached)

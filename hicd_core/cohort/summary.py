@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hicd_core.cohort.schema import SPLITS, Cohort
+from hicd_core.cohort.schema import SOURCE_LABELS, SPLITS, Cohort
 from hicd_core.hierarchy import RESOLVED
 
 
@@ -38,6 +38,10 @@ def cohort_summary(cohort: Cohort) -> dict:
                        else float("nan"), "by_split": by_split}
     return {
         "site": cohort.site,
+        "source": SOURCE_LABELS.get(cohort.site, cohort.site),
+        "visit_kind": cohort.visit_kind,
+        "dataset": dict(cohort.meta.get("dataset") or {}),
+        "split_source": cohort.meta.get("split_source", "seeded patient split"),
         "synthetic": cohort.synthetic,
         "fingerprint": cohort.fingerprint,
         "code_set_year": cohort.meta.get("code_set_year"),

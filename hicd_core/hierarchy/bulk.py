@@ -8,7 +8,8 @@ Statuses:
 
 ``valid``        ICD-10-CM code present in this release.
 ``approximate``  ICD-10 code resolved to its nearest ancestor in this release, or an ICD-9 code
-                 mapped through its descendants or category (see :mod:`icd9`).
+                 mapped through its descendants or category, or through the backward GEM
+                 (ICD-10 -> ICD-9) when the forward GEM says "no map" (see :mod:`icd9`).
 ``mapped``       ICD-9-CM code mapped directly through the GEM.
 ``unmapped``     ICD-9-CM code the GEM cannot map. Kept with chapter ``UNK``.
 ``looks_icd9``   passed as ICD-10 but shaped like ICD-9 (``4280``). Kept with chapter ``UNK``.

@@ -21,6 +21,8 @@ Model (full description and calibration targets in ``docs/synthetic.md``):
 Public API::
 
     write_synthetic(out_dir, seed=0, scale="default", hierarchy_signal=0.7) -> summary dict
+    write_synthetic_meds(out_dir, seed=0, ..., lab_ratio=20) -> the source site as a MEDS root
+    mimic_to_meds(patients, admissions, diagnoses) -> MEDS rows (the MIMIC-IV MEDS ETL's conventions)
     leaf_risk_table(seed=0, hierarchy_signal=0.7)  -> per-leaf effects and risk
     family_table(seed=0, hierarchy_signal=0.7)     -> the latent disease families
     risk_variance_shares(table)                    -> share of leaf-risk variance between groups
@@ -42,6 +44,7 @@ this module is the public API)::
     mimic      the MIMIC-IV ``hosp`` source
     eicu       the eICU target
     csv_out    deterministic gzipped CSV
+    meds       the source site as a MEDS dataset (plus LAB volume)
     writer     write_synthetic / read_marker
 """
 
@@ -62,6 +65,7 @@ from hicd_core.synthetic.layout import (
     PATIENTS_COLUMNS,
     SCALES,
 )
+from hicd_core.synthetic.meds import mimic_to_meds, write_synthetic_meds
 from hicd_core.synthetic.model import (
     COMMON_CODES,
     FAMILIES,
@@ -98,8 +102,10 @@ __all__ = [
     "ensure_default",
     "family_table",
     "leaf_risk_table",
+    "mimic_to_meds",
     "read_marker",
     "risk_variance_shares",
     "site_chapter_mix",
     "write_synthetic",
+    "write_synthetic_meds",
 ]
