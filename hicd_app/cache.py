@@ -19,11 +19,11 @@ import pandas as pd
 import streamlit as st
 
 from hicd_core.analysis import embedding_view, tree_view
-from hicd_core.analysis.results_view import curve_table
+from hicd_core.analysis.results_view import CURVE_COLUMNS, curve_table
 from hicd_core.cohort import Cohort, cohort_summary, load_cohort
 from hicd_core.experiments import report
-from hicd_core.experiments.runstore import RunStore
-from hicd_core.experiments.store_status import expected_for
+from hicd_core.experiments.runstore import RunStore, StoreFileError
+from hicd_core.experiments.store_status import expected_for, verify_store
 
 #: What a damaged or foreign store raises while being read (unreadable or missing files, bad JSON or
 #: parquet, missing fields). Anything else is a bug and must show as one, not as a damaged store.
@@ -34,13 +34,13 @@ def failure(what: str, exc: Exception) -> str:
     return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
-def _guarded(what: str, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """A damaged file in a store must give a message, not a traceback: an empty frame whose
-    ``attrs['error']`` says what failed (``widgets.show_problem`` prints it)."""
+def _guarded(what: str, build: Callable[[], pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
+    """A damaged file in a store must give a message, not a traceback: an empty frame (with
+    ``columns``) whose ``attrs['error']`` says what failed (``widgets.show_problem`` prints it)."""
     try:
         return build()
     except STORE_ERRORS as exc:
-        frame = pd.DataFrame()
+        frame = pd.DataFrame(columns=columns)
         frame.attrs["error"] = failure(what, exc)
         return frame
 
@@ -77,11 +77,18 @@ def coverage_of(source_fp: str, target_fp: str, _source: Cohort, _target: Cohort
 
 # ---------------------------------------------------------------------------------- run store
 @st.cache_data(show_spinner=False, max_entries=32)
-def store_info(root: str, version: str) -> dict:
+def store_info(root: str, version: str) -> tuple[dict, str | None]:
+    """(store.json, None), or ({}, what is wrong with it) when it is damaged."""
     try:
-        return RunStore(root).store_info()
-    except (OSError, json.JSONDecodeError):
-        return {}
+        return RunStore(root).store_info(), None
+    except (OSError, StoreFileError) as exc:
+        return {}, str(exc)
+
+
+@st.cache_data(show_spinner="Checking every file of the run store against its checksums ...",
+               max_entries=8)
+def verification(root: str, version: str) -> pd.DataFrame:
+    return _guarded("Verifying the store", lambda: verify_store(RunStore(root)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -114,12 +121,14 @@ def predictions(root: str, run_id: str) -> pd.DataFrame:
 def listing(root: str, version: str, default_bundle: bool) -> pd.DataFrame:
     store = RunStore(root)
     return _guarded("Listing the runs",
-                    lambda: store.listing(expected_for(store, store.store_info(), default_bundle)))
+                    lambda: store.listing(expected_for(store, store_info(root, version)[0], default_bundle)))
 
 
 @st.cache_data(show_spinner="Computing intervals ...", max_entries=64)
 def curve(root: str, version: str, evaluation: str, metric: str) -> pd.DataFrame:
-    return curve_table(results(root, version), evaluation, metric, lambda run_id: predictions(root, run_id))
+    return _guarded("Computing the intervals", lambda: curve_table(
+        results(root, version), evaluation, metric, lambda run_id: predictions(root, run_id)),
+                    columns=list(CURVE_COLUMNS))
 
 
 @st.cache_resource
@@ -210,8 +219,8 @@ def candidates(root: str, run_id: str, fingerprint: str, task: str, _cohort: Coh
 
 
 def folder_stamp(path: Path) -> int:
-    """Changes when files are added to or replaced in the folder (or its hosp/ subfolder)."""
+    """Changes when files are added to or replaced in the folder or a folder directly inside it
+    (MIMIC-IV's hosp/, a MEDS root's data/ and metadata/)."""
     stamps = [path.stat().st_mtime_ns]
-    if (path / "hosp").is_dir():
-        stamps.append((path / "hosp").stat().st_mtime_ns)
+    stamps += [child.stat().st_mtime_ns for child in path.iterdir() if child.is_dir()]
     return max(stamps)

@@ -16,7 +16,17 @@ import streamlit as st
 
 from hicd_app import cache
 from hicd_core import synthetic
-from hicd_core.cohort import EICU, MIMIC_IV, Cohort, CohortInputError
+from hicd_core.cohort import (
+    ADMISSIONS,
+    EICU,
+    MEDS,
+    MIMIC_III,
+    MIMIC_IV,
+    SOURCE_LABELS,
+    VISIT_KIND,
+    Cohort,
+    CohortInputError,
+)
 from hicd_core.experiments.runstore import RunStore, default_store_root
 
 STORE_ENV = "HICD_STORE"
@@ -25,7 +35,11 @@ NO_AUTOTRAIN_ENV = "HICD_NO_AUTOTRAIN"
 CONTEXT_KEY = "_hicd_context"
 ENTRY_RUN_KEY, SEEN_RUN_KEY = "_hicd_entry_run", "_hicd_seen_run"  # did the entry point run this time?
 DATA_MODES = {"store": "Cohorts of the run store", "synthetic": "Synthetic default",
-              "folders": "MIMIC-IV / eICU folders"}
+              "folders": "Your data (MIMIC-IV, MIMIC-III, MEDS, eICU)"}
+#: What the source folder in "your data" may be: the sources of hospital admissions.
+SOURCE_KINDS = tuple(kind for kind, visits in VISIT_KIND.items() if visits == ADMISSIONS)
+SOURCE_HINTS = {MIMIC_IV: "the MIMIC-IV root or its hosp/ folder", MIMIC_III: "the MIMIC-III folder",
+                MEDS: "the MEDS root (data/, metadata/)"}
 
 
 def launch_store_root() -> Path:
@@ -44,6 +58,30 @@ def autotrain_disabled() -> bool:
     if value:
         return value not in ("0", "false", "no")
     return "PYTEST_CURRENT_TEST" in os.environ
+
+
+#: The longest folder or file name the common file systems (ext4, APFS, NTFS) accept, in bytes.
+MAX_NAME_BYTES = 255
+
+
+def user_path(text: str) -> tuple[Path | None, str | None]:
+    """A folder path the user typed, normalised (``~`` expanded, made absolute) so it can be shown
+    back, or ``(None, why not)``: a NUL character or an over-long name is a message, never a crash."""
+    text = text.strip()
+    if not text:
+        return None, None
+    if "\x00" in text:
+        return None, "The path contains a NUL character; type it again."
+    try:
+        path = Path(text).expanduser().resolve(strict=False)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return None, f"{text[:80]!r} is not a usable path ({type(exc).__name__}: {exc})."
+    long_names = [part for part in path.parts
+                  if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES]
+    if long_names:
+        return None, (f"A folder name in the path is {len(long_names[0].encode())} bytes long; file systems "
+                      f"allow at most {MAX_NAME_BYTES}. Check the path ({str(path)[:80]}...).")
+    return path, None
 
 
 def is_default_bundle(root: Path, info: dict) -> bool:
@@ -102,9 +140,11 @@ class AppContext:
 
 def try_load_cohort(site: str, path: str | Path, split_seed: int = 0) -> tuple[Cohort | None, str | None]:
     """A cohort, or a readable error (never a traceback): missing folder, missing table, bad columns."""
-    folder = Path(str(path)).expanduser()
-    label = "MIMIC-IV" if site == MIMIC_IV else "eICU"
-    if not str(path).strip():
+    label = SOURCE_LABELS.get(site, site)
+    folder, problem = user_path(str(path))
+    if problem:
+        return None, f"{label}: {problem}"
+    if folder is None:
         return None, None
     if not folder.exists():
         return None, f"{label}: no folder at {folder}."
@@ -155,11 +195,12 @@ def synthetic_cohorts(running: bool) -> CohortSet:
     return data
 
 
-def folder_cohorts(mimic: str, eicu: str) -> CohortSet:
+def folder_cohorts(source_kind: str, source: str, eicu: str) -> CohortSet:
+    """The source (``source_kind``: MIMIC-IV, MIMIC-III or MEDS) and the eICU target the user named."""
     data = CohortSet(mode="folders", label="your folders")
-    if not mimic.strip() and not eicu.strip():
-        data.notes.append("Name a MIMIC-IV folder (with hosp/) and/or an eICU folder above.")
-    for site, key, path in ((MIMIC_IV, "source", mimic), (EICU, "target", eicu)):
+    if not source.strip() and not eicu.strip():
+        data.notes.append(f"Name {SOURCE_HINTS[source_kind]} and/or an eICU folder above.")
+    for site, key, path in ((source_kind, "source", source), (EICU, "target", eicu)):
         cohort, error = try_load_cohort(site, path)
         if error:
             data.errors.append(error)

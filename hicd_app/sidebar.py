@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from hicd_app import cache, training
 from hicd_app.context import (
     DATA_MODES,
+    SOURCE_HINTS,
+    SOURCE_KINDS,
     AppContext,
     CohortSet,
     folder_cohorts,
@@ -16,12 +16,14 @@ from hicd_app.context import (
     launch_store_root,
     store_cohorts,
     synthetic_cohorts,
+    user_path,
 )
+from hicd_core.cohort import SOURCE_LABELS
 from hicd_core.experiments import background
 from hicd_core.experiments.runstore import RunStore
 from hicd_core.experiments.store_status import store_problem, store_version
 
-SIDEBAR_KEYS = ("store_mode", "store_path", "data_mode", "data_mimic", "data_eicu")
+SIDEBAR_KEYS = ("store_mode", "store_path", "data_mode", "data_kind", "data_source", "data_eicu")
 
 
 def _kept(key: str) -> str:
@@ -56,15 +58,19 @@ def sidebar() -> AppContext:
         if mode == "Another folder":
             typed = st.text_input("Run store directory", key=_kept("store_path"),
                                   placeholder="/path/to/runs/mystore")
-            root = Path(typed.strip()).expanduser() if typed.strip() else launch_root
+            root, path_problem = user_path(typed)
+            root = root or launch_root
         else:
-            root = launch_root
-        launch_default = root == launch_root
-        problem = store_problem(root, launch_default=launch_default)
+            root, path_problem = launch_root, None
+        launch_default = root == launch_root and path_problem is None
+        problem = (("error", path_problem) if path_problem
+                   else store_problem(root, launch_default=launch_default))
         if problem:
             st.error(problem[1])
         version = store_version(root)
-        info = cache.store_info(str(root), version) if problem is None else {}
+        info, info_problem = cache.store_info(str(root), version) if problem is None else ({}, None)
+        if info_problem:
+            st.warning(info_problem)
         running = problem is None and background.is_running(root)
         default_bundle = problem is None and is_default_bundle(root, info)
         st.caption(f"{root}" + (" (default bundle)" if default_bundle else ""))
@@ -84,9 +90,12 @@ def sidebar() -> AppContext:
         elif mode_key == "synthetic":
             data = synthetic_cohorts(running)
         else:
-            mimic = st.text_input("MIMIC-IV folder (hosp/ inside)", key=_kept("data_mimic"))
-            eicu = st.text_input("eICU folder", key=_kept("data_eicu"))
-            data = folder_cohorts(mimic, eicu)
+            kind = st.selectbox("Source", list(SOURCE_KINDS), format_func=SOURCE_LABELS.get,
+                                key=_kept("data_kind"))
+            source = st.text_input(f"{SOURCE_LABELS[kind]} folder", key=_kept("data_source"),
+                                   help=f"Name {SOURCE_HINTS[kind]}.")
+            eicu = st.text_input("eICU folder (transfer target, optional)", key=_kept("data_eicu"))
+            data = folder_cohorts(kind, source, eicu)
         for error in data.errors:
             st.error(error)
         for note in data.notes:

@@ -48,7 +48,7 @@ def _cohort_steps() -> list[tuple[str, Callable[[], Any]]]:
     root = context.launch_store_root()
     if store_problem(root, launch_default=True) is not None:
         return []
-    info = cache.store_info(str(root), store_version(root))
+    info = cache.store_info(str(root), store_version(root))[0]
     if info.get("source_path"):
         return [(f"Reading the cohorts this run store was trained on ({info['source_path']})",
                  lambda: context.store_cohorts(info))]

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from hicd_app import cache
-from hicd_app.context import AppContext, autotrain_disabled
+from hicd_app.context import AppContext, autotrain_disabled, launch_store_root
 from hicd_core.experiments import background
 from hicd_core.experiments.runstore import RunStore
 from hicd_core.experiments.spec import PRESETS
@@ -22,6 +22,7 @@ from hicd_core.experiments.store_status import (
     missing_summary,
     store_version,
 )
+from hicd_core.runtime import data_dir, stable_hash
 
 
 def maybe_autotrain(root: Path, info: dict, default_bundle: bool, running: bool) -> str | None:
@@ -58,7 +59,8 @@ def offer_default_training(root: Path, info: dict, default_bundle: bool, version
         return
     st.caption("The default preset: 8 settings x HICD-BERT and HICD-Graph x two tasks + transfer, on the "
                "synthetic default. It runs in the background; pages fill in as runs finish.")
-    if st.button(label, key="train_default", icon=":material/play_arrow:"):
+    allowed = write_allowed(root, "train_default")
+    if st.button(label, key="train_default", icon=":material/play_arrow:", disabled=not allowed):
         if background.start_sweep(root, PRESETS["default"]):
             st.rerun()
         st.warning("A sweep is already running for this store.")
@@ -105,9 +107,27 @@ def training_note(ctx: AppContext, table: pd.DataFrame | None = None) -> None:
         st.info(f"Training in the background: {counts['finished']} of {len(runs)} expected runs finished. "
                 f"Still to come: {todo or 'the remaining runs'}. This page fills in as they finish.",
                 icon=":material/hourglass_top:")
-    elif counts["missing"] or counts["failed"]:
-        st.info(f"{counts['finished']} of {len(runs)} expected runs finished, {counts['failed']} failed, "
-                f"{counts['missing']} not trained. Not trained: {todo}.", icon=":material/info:")
+    elif counts["missing"] or counts["failed"] or counts["damaged"]:
+        damaged = (f"{counts['damaged']} damaged (left out of every result; a sweep redoes them), "
+                   if counts["damaged"] else "")
+        st.info(f"{counts['finished']} of {len(runs)} expected runs finished, {damaged}"
+                f"{counts['failed']} failed, {counts['missing']} not trained. Not trained: {todo}.",
+                icon=":material/info:")
+
+
+def write_allowed(root: Path, key: str) -> bool:
+    """Whether the app may write into ``root``: always inside the data directory or into the store it
+    was launched on (``$HICD_STORE``); anywhere else only after the user ticks a box that names that
+    exact, normalised path."""
+    try:
+        inside = root.resolve().is_relative_to(data_dir().resolve())
+    except OSError:
+        inside = False
+    if inside or root.resolve() == launch_store_root().resolve():
+        return True
+    return st.checkbox(f"Allow writing into {root.resolve()}", key=f"{key}_confirm_{stable_hash(str(root))}",
+                       help="This folder is outside HICD Explorer's data directory; training writes runs, "
+                            "a lock file, a status file and a log there.")
 
 
 def start_training(ctx: AppContext, **subset: Any) -> bool:

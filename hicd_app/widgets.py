@@ -12,6 +12,7 @@ from hicd_app import cache, training
 from hicd_app.context import AppContext, context
 from hicd_core.analysis import results_view
 from hicd_core.analysis.charts import METRIC_LABELS, figure_html
+from hicd_core.runtime import safe_csv
 
 SYNTHETIC_BANNER = ("SYNTHETIC data: these patients and results come from the built-in synthetic "
                     "generator, not from MIMIC-IV or eICU. They show how the tool works, not what the "
@@ -45,7 +46,7 @@ def downloads(key: str, data: pd.DataFrame, figure: Any | None = None, name: str
     """CSV of a figure's data and a self-contained HTML of the chart; both built only on click."""
     name = name or key
     columns = st.columns([1, 1, 4])
-    columns[0].download_button("CSV", data=lambda: data.to_csv(index=False).encode(),
+    columns[0].download_button("CSV", data=lambda: safe_csv(data, index=False).encode(),
                                file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv", on_click="ignore",
                                icon=":material/download:")
     if figure is not None:
@@ -67,6 +68,7 @@ def curve_controls(ctx: AppContext, names: list[str], columns: list[Any], *, key
                               key=f"{key}_metric", horizontal=True)
     overlay = columns[2].toggle("Paper overlay", key=f"{key}_paper", help=overlay_help)
     table = cache.curve(ctx.root_key, ctx.version, evaluation, metric)
+    show_problem(table)
     paper = results_view.paper_values(evaluation, metric) if overlay else None
     if paper is not None and paper.empty:
         st.info(f"The paper reports no {METRIC_LABELS[metric]} for {evaluation}; nothing to overlay.")

@@ -41,6 +41,28 @@ def cache_dir() -> Path:
     return path
 
 
+def cached_frame(name: str, build: Any) -> Any:
+    """A DataFrame from the disk cache (``cache/<name>``), else ``build()`` written there.
+
+    The cache is optional: a data directory that cannot be created or written (read-only home,
+    container) or a damaged cache file only means building again, never an error.
+    """
+    import pandas as pd
+
+    try:
+        path: Path | None = cache_dir() / name
+    except OSError:
+        path = None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return pd.read_parquet(path)
+    frame = build()
+    if path is not None:
+        with contextlib.suppress(OSError):
+            atomic_write_parquet(path, frame)
+    return frame
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape results (``"missing"`` when absent)."""
     versions = {}
@@ -100,6 +122,36 @@ def atomic_write_parquet(path: Path, frame: Any) -> None:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+#: Cell starts a spreadsheet reads as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv(frame: Any, **to_csv: Any) -> str:
+    """A DataFrame as CSV text a spreadsheet cannot run: text cells starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return get a leading ``'`` (OWASP's CSV-injection advice). Numbers stay
+    numbers; only text columns change.
+
+    >>> import pandas as pd
+    >>> print(safe_csv(pd.DataFrame({"c": ["=HYPERLINK(1)", "ok", "-x"], "n": [-1, 2, 3]}), index=False))
+    c,n
+    '=HYPERLINK(1),-1
+    ok,2
+    '-x,3
+    <BLANKLINE>
+    """
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            text = values.astype("string")
+            risky = text.str.startswith(FORMULA_STARTS).fillna(False).to_numpy(bool)
+            if risky.any():
+                out[column] = values.astype(object).where(~risky, "'" + text.astype(object))
+    return out.to_csv(**to_csv)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -52,7 +52,7 @@ except SystemExit as exc:
 assert "streamlit" not in sys.modules
 """)
     assert out.returncode == 0, out.stderr[-2000:]
-    for command in ("codes", "synth", "cohort", "sweep", "report"):
+    for command in ("codes", "synth", "cohort", "sweep", "report", "verify", "export-meds"):
         assert command in out.stdout
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hicd_core.cohort.build import assemble_cohort
+from hicd_core.checksums import write_manifest
+from hicd_core.cohort.build import RawCohort, assemble_cohort
 from hicd_core.cohort.schema import TRAIN, VALIDATION, Cohort
 from hicd_core.hierarchy import SETTINGS, Setting, icd10
 from hicd_core.models.bert import (
@@ -117,8 +118,8 @@ def chapter_signal_cohort(n_patients: int = 1500, seed: int = 0, signal: float =
     diagnoses = pd.DataFrame({"source_visit_id": vid[visit_of_code], "seq": seq, "raw_code": codes,
                               "icd_version": 10})
     patients = pd.DataFrame({"source_patient_id": np.unique(pid), "sex": "F"})
-    return assemble_cohort("mimic-iv", visits, diagnoses, patients, {},
-                           f"chapter-signal-{seed}-{n_patients}", {"seed": seed}, {"synthetic": True})
+    raw = RawCohort(visits, diagnoses, patients, {}, f"chapter-signal-{seed}-{n_patients}")
+    return assemble_cohort("mimic-iv", raw, {"seed": seed}, {"synthetic": True})
 
 
 @pytest.fixture(scope="module")
@@ -450,6 +451,9 @@ def test_broken_artifacts_raise_artifact_error(trained: TrainedBert, tmp_path: P
     config = json.loads((relabelled / "config.json").read_text())
     config["setting"], config["bert"]["setting"] = "000", [0, 0, 0]
     (relabelled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"config\.json is corrupted or truncated"):
+        load_bert(relabelled)  # an edited file no longer matches the checksum recorded with it
+    write_manifest(relabelled)  # a self-consistent artifact whose config does not match its weights
     with pytest.raises(ArtifactError, match="do not fit"):
         load_bert(relabelled)
 

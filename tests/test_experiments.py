@@ -107,6 +107,26 @@ def test_sweep_isolates_failures_and_never_redoes_finished_runs(
     assert (store.root / "results.parquet").is_file()
 
 
+def test_sweep_redoes_a_damaged_run(small_source_cohort, small_target_cohort, tmp_path: Path,
+                                    monkeypatch) -> None:
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    first = _FakeFamily()
+    monkeypatch.setitem(families.FAMILIES, "bert", first)
+    store = RunStore(tmp_path / "store")
+    specs = _specs(cohorts)
+    Sweep(store, cohorts, device="cpu", embeddings=False).run(specs)
+    damaged_id = next(run_id for run_id, spec in specs.items()
+                      if spec.setting == "011" and spec.kind == "task")
+    path = store.run_dir(damaged_id) / "predictions.parquet"
+    path.write_bytes(path.read_bytes()[:-40])  # truncated
+    assert not RunStore(store.root).is_finished(damaged_id)
+    again = _FakeFamily()
+    monkeypatch.setitem(families.FAMILIES, "bert", again)
+    outcome = Sweep(RunStore(store.root), cohorts, device="cpu", embeddings=False).run(specs)
+    assert outcome[damaged_id] == "finished" and again.trained == [("011", "readmission_30d")]
+    assert RunStore(store.root).damaged_runs() == []
+
+
 def test_report_comparisons_against_flat(small_source_cohort, small_target_cohort, tmp_path: Path,
                                          monkeypatch) -> None:
     monkeypatch.setitem(families.FAMILIES, "bert", _FakeFamily())

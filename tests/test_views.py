@@ -116,6 +116,6 @@ def test_run_interval_methods() -> None:
 def test_missing_summary_and_counts() -> None:
     listing = pd.DataFrame({"model": ["bert"] * 3, "task": ["readmission_30d"] * 3, "kind": ["task"] * 3,
                             "setting": ["000", "100", "010"], "status": ["finished", "missing", "failed"]})
-    assert store_status.listing_counts(listing) == {"finished": 1, "failed": 1, "missing": 1}
+    assert store_status.listing_counts(listing) == {"finished": 1, "damaged": 0, "failed": 1, "missing": 1}
     assert store_status.missing_summary(listing) == "bert readmission_30d: G0, G1"
     assert store_status.missing_summary(listing.assign(status="finished")) == ""

@@ -13,6 +13,7 @@ from hicd_app.context import context
 from hicd_core.analysis import charts, tree_view
 from hicd_core.cohort import Cohort
 from hicd_core.hierarchy import SETTINGS, Setting, code_set_release, node_path
+from hicd_core.runtime import safe_csv
 
 NO_COHORT = "no cohort (billable codes)"
 ATTRIBUTION_STEPS = 16  # IG steps for the tree colour: a coarse mean over many samples
@@ -195,13 +196,13 @@ def graph_panel() -> None:
                "weights.")
     node_table = nodes.drop(columns=[c for c in ("node_id",) if c in nodes])
     first, second, third = st.columns([1, 1, 4])
-    first.download_button("Nodes CSV", data=lambda: node_table.to_csv(index=False).encode(),
+    first.download_button("Nodes CSV", data=lambda: safe_csv(node_table, index=False).encode(),
                           file_name=f"graph_{setting}_{code}_nodes.csv", key="tree_graph_nodes_csv",
                           on_click="ignore", icon=":material/download:")
     second.download_button("HTML", data=lambda: page.encode(), file_name=f"graph_{setting}_{code}.html",
                            mime="text/html", key="tree_graph_html", on_click="ignore",
                            icon=":material/download:")
-    third.download_button("Edges CSV", data=lambda: edges.to_csv(index=False).encode(),
+    third.download_button("Edges CSV", data=lambda: safe_csv(edges, index=False).encode(),
                           file_name=f"graph_{setting}_{code}_edges.csv", key="tree_graph_edges_csv",
                           on_click="ignore", icon=":material/download:")
 

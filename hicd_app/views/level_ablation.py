@@ -91,7 +91,8 @@ def training_panel() -> None:
     except ValueError as exc:
         st.error(str(exc))
         seeds = []
-    blocked = ctx.running or not settings or not models or not seeds
+    allowed = training.write_allowed(ctx.store_root, "abl_train")
+    blocked = ctx.running or not settings or not models or not seeds or not allowed
     clicked = st.button("Train in the background", key="abl_train", disabled=blocked, type="primary",
                         help="Runs already finished are skipped; progress shows in the sidebar.")
     if ctx.running:

@@ -8,7 +8,7 @@ from hicd_app import cache, training, widgets
 from hicd_app.context import context
 from hicd_core.analysis import charts, results_view
 from hicd_core.experiments import report, store_status
-from hicd_core.hierarchy import Setting
+from hicd_core.hierarchy import setting_label
 
 ctx = context()
 st.title("Overview")
@@ -23,9 +23,11 @@ if not summaries:
             + (" Problems: " + " ".join(ctx.data.errors) if ctx.data.errors else ""))
 else:
     columns = st.columns(len(summaries))
-    for column, (site, summary) in zip(columns, summaries.items(), strict=True):
+    for column, summary in zip(columns, summaries.values(), strict=True):
         with column:
-            st.markdown(f"**{site}**" + (" — SYNTHETIC" if summary["synthetic"] else ""))
+            dataset = charts.dataset_text(summary)
+            st.markdown(f"**{summary['source']}**" + (f" ({dataset})" if dataset else "")
+                        + (" — SYNTHETIC" if summary["synthetic"] else ""))
             first, second = st.columns(2)
             first.metric("Patients", f"{summary['patients']:,}")
             second.metric("Visits", f"{summary['visits']:,}")
@@ -46,7 +48,30 @@ else:
     st.caption("One sample per anchor visit; its input is that visit and every earlier one. The positive "
                "rate is the prevalence of the outcome (AUPRC of a random model equals it). Splits are by "
                "patient.")
+    st.caption("Defaults are the paper's tasks (readmission_30d, emergency_next, icu_readmission). "
+               "Limitation: readmission_30d counts a patient who died outside hospital within 30 days "
+               "of discharge (or whose record ends) as not readmitted; readmission_30d_excl_deaths "
+               "leaves those anchors out (their count is in the cohort problems). "
+               "icu_readmission_readmit counts only a next unit stay typed 'readmit', not step-downs.")
     widgets.downloads("overview_tasks", prevalence, name="task_prevalence")
+
+@st.fragment
+def verify_panel() -> None:
+    """Check every file of the store against its checksums, on request (hashing takes a moment)."""
+    if not st.button("Verify every file of this store", key="overview_verify", icon=":material/verified:"):
+        return
+    problems = cache.verification(ctx.root_key, ctx.version)
+    widgets.show_problem(problems)
+    damaged = problems[problems["what"] != "results table"] if not problems.empty else problems
+    if damaged.empty and not problems.attrs.get("error"):
+        st.success("Every run, model and pretraining file matches the checksum recorded when it was written.")
+    elif not damaged.empty:
+        st.error(f"{len(damaged)} damaged file(s): they are left out of every result (the table says what "
+                 "to do).")
+    if not problems.empty:
+        st.dataframe(problems, width="stretch", hide_index=True)
+        widgets.downloads("overview_verify", problems, name="store_verification")
+
 
 # ---------------------------------------------------------------------------------------- run store
 st.header("Run store", divider="gray")
@@ -54,23 +79,29 @@ if widgets.require_store(ctx):
     runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
     widgets.show_problem(runs)
     counts = store_status.listing_counts(runs)
-    first, second, third = st.columns(3)
+    first, second, third, fourth = st.columns(4)
     first.metric("Finished runs", counts["finished"])
     second.metric("Failed runs", counts["failed"])
     third.metric("Not trained yet", counts["missing"])
+    fourth.metric("Damaged runs", counts["damaged"],
+                  help="Runs whose files do not match the checksums recorded when they were written. They "
+                       "are left out of every result and comparison; a sweep on this store redoes them.")
     training.training_note(ctx)
     if runs.empty:
         st.info("This store has no runs yet." + (" Training starts in the background on first launch."
                                                    if ctx.default_bundle else ""))
     else:
-        view = runs.assign(setting=runs["setting"].map(lambda s: Setting(s).label),
+        view = runs.assign(setting=runs["setting"].map(setting_label) if "setting" in runs else "",
                            error=runs["error"].astype(str).str.split("\n").str[0])
         columns = ["model", "setting", "task", "kind", "target_task", "seed", "status", "error", "run_id"]
-        with st.expander(f"All {len(view)} runs (finished, failed and missing)"):
+        with st.expander(f"All {len(view)} runs (finished, damaged, failed and missing)"):
             st.dataframe(view[[c for c in columns if c in view]], width="stretch", hide_index=True)
             widgets.downloads("overview_runs", view[[c for c in columns if c in view]], name="run_status")
         for row in view[view["status"] == "failed"].head(5).itertuples():
             st.warning(f"Failed: {row.run_id}: {row.error}")
+        for row in view[view["status"] == "damaged"].head(5).itertuples():
+            st.error(f"Damaged: {row.error}")
+    verify_panel()
 
     # ------------------------------------------------------------------------------------- headline
     st.header("Headline: best setting against the flat model", divider="gray")

@@ -14,14 +14,16 @@ from hicd_core.analysis import attributions as attr_lib
 from hicd_core.analysis import patient_view as view
 from hicd_core.analysis import reviews
 from hicd_core.analysis.charts import model_name
+from hicd_core.checksums import DamagedArtifactError
 from hicd_core.hierarchy import Setting
+from hicd_core.models.common import ArtifactError
 
 STEP_CHOICES = (16, 32, 64, 128)
 #: What reading a damaged or half-written store raises (files, JSON / parquet content, missing keys).
 READ_ERRORS = (OSError, ValueError, KeyError)
-#: What computing attributions raises for a run or sample that is not there (anything else is a bug
-#: and keeps its traceback, e.g. the token-order consistency check).
-ATTRIBUTION_ERRORS = (OSError, KeyError)
+#: What computing attributions raises for a run or sample that is not there, or for a model whose files
+#: do not verify (anything else is a bug and keeps its traceback, e.g. the token-order consistency check).
+ATTRIBUTION_ERRORS = (OSError, KeyError, ArtifactError, DamagedArtifactError)
 
 
 def _message(exc: Exception) -> str:

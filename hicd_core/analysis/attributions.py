@@ -53,6 +53,7 @@ from hicd_core.cohort.schema import TEST, Cohort
 from hicd_core.experiments.runstore import RUN_FILE, RunStore
 from hicd_core.hierarchy import LEVELS, Setting, chapter_titles, describe, setting_rank
 from hicd_core.hierarchy.icd10 import UNKNOWN, block_titles
+from hicd_core.runtime import safe_csv
 
 #: HICD-BERT attribution components, in display order (disabled levels are left out of results).
 COMPONENTS = ("code", "G0", "G1", "G2", "age", "position", "segment")
@@ -811,13 +812,13 @@ def report_zip(report: PatientReport) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("report.json", json.dumps(_report_meta(report), indent=2, default=float))
-        archive.writestr("timeline.csv", report.timeline.to_csv(index=False))
-        archive.writestr("risks.csv", report.risks.to_csv(index=False))
-        archive.writestr("component_totals.csv", report.component_totals().to_csv(index_label="setting"))
+        archive.writestr("timeline.csv", safe_csv(report.timeline, index=False))
+        archive.writestr("risks.csv", safe_csv(report.risks, index=False))
+        archive.writestr("component_totals.csv", safe_csv(report.component_totals(), index_label="setting"))
         for setting, attr in report.attributions.items():
-            archive.writestr(f"attributions_{report.model}_{setting}.csv", attr.table.to_csv(index=False))
+            archive.writestr(f"attributions_{report.model}_{setting}.csv", safe_csv(attr.table, index=False))
             archive.writestr(f"tree_rollup_{report.model}_{setting}.csv",
-                             rollup_tree(attr).to_csv(index=False))
+                             safe_csv(rollup_tree(attr), index=False))
         archive.writestr("report.html", report_html(report))
     return buffer.getvalue()
 

@@ -21,6 +21,10 @@ from hicd_core.stats import binary_metrics, bootstrap_ci, delong_ci, load_paper_
 PAPER_TABLES = {"readmission_30d": 1, "emergency_next": 2, "readmission_30d -> icu_readmission": 3}
 
 
+#: The columns of :func:`curve_table`.
+CURVE_COLUMNS = ("model", "setting", "setting_label", "value", "ci_low", "ci_high", "n_seeds", "interval")
+
+
 def evaluations(results: pd.DataFrame) -> list[str]:
     """Evaluation names, in-domain tasks first, then transfers."""
     if results.empty:
@@ -67,8 +71,7 @@ def curve_table(results: pd.DataFrame, evaluation: str, metric: str,
         rows.append({"model": model, "setting": setting, "setting_label": summary.setting_label,
                      "value": value, "ci_low": low, "ci_high": high, "n_seeds": n_seeds,
                      "interval": interval})
-    return pd.DataFrame(rows, columns=["model", "setting", "setting_label", "value", "ci_low", "ci_high",
-                                       "n_seeds", "interval"])
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
 def delta_cells(comparison: pd.DataFrame, evaluation: str | None, metric: str, corrected: bool

@@ -10,7 +10,6 @@ failing), and each insert is one short transaction. Reviews hold de-identified i
 from __future__ import annotations
 
 import contextlib
-import io
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hicd_core.runtime import data_dir
+from hicd_core.runtime import data_dir, safe_csv
 
 DB_NAME = "reviews.sqlite"
 VERDICTS = ("plausible", "implausible", "unsure")
@@ -153,9 +152,7 @@ def list_reviews(patient_index: int | None = None, *, run_id: str | None = None,
 def export_csv(path: Path | str | None = None, **filters: object) -> bytes:
     """Every review (or a filtered subset, see :func:`list_reviews`) as UTF-8 CSV bytes."""
     frame = list_reviews(path=path, **filters)  # type: ignore[arg-type]
-    buffer = io.StringIO()
-    frame.sort_values("id", kind="stable").to_csv(buffer, index=False)
-    return buffer.getvalue().encode("utf-8")
+    return safe_csv(frame.sort_values("id", kind="stable"), index=False).encode("utf-8")
 
 
 def verdict_counts(path: Path | str | None = None, **filters: object) -> pd.Series:

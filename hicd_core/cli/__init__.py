@@ -1,4 +1,4 @@
-"""Command line: ``python -m hicd_core {codes,synth,cohort,sweep,report} ...``.
+"""Command line: ``python -m hicd_core {codes,synth,cohort,sweep,report,export-meds} ...``.
 
 Each sub-command lives in its own module with a ``register(sub)`` that adds its parser and sets
 ``func``; this module only imports them and dispatches. Heavy libraries are imported inside the
@@ -15,21 +15,23 @@ import sys
 
 from hicd_core.cli.common import CliError
 
-#: Sub-command modules, in help order.
-COMMAND_MODULES = ("codes", "data", "sweep", "report")
+#: Sub-command module -> the commands it registers, in help order.
+COMMAND_MODULES = {"codes": ("codes",), "data": ("synth", "cohort"), "sweep": ("sweep",),
+                   "report": ("report",), "verify": ("verify",), "export": ("export-meds",)}
 
 
-def _unavailable(name: str, error: ImportError):
+def _unavailable(names: tuple[str, ...], error: ImportError):
     """A stand-in ``register`` for a command whose module failed to import: the command stays
     listed, and running it prints the import error instead of argparse's "invalid choice"."""
     def run(args: argparse.Namespace) -> int:
-        raise CliError(f"the {name} command cannot be loaded: {error}")
+        raise CliError(f"the {args.command} command cannot be loaded: {error}")
 
     def register(sub: argparse._SubParsersAction) -> None:
-        # No option prefix: whatever follows the command name is taken as-is, so it reaches run().
-        parser = sub.add_parser(name, help=f"(unavailable: {error})", add_help=False, prefix_chars="\0")
-        parser.add_argument("rest", nargs=argparse.REMAINDER)
-        parser.set_defaults(func=run)
+        for name in names:
+            # No option prefix: whatever follows the command name is taken as-is, so it reaches run().
+            parser = sub.add_parser(name, help=f"(unavailable: {error})", add_help=False, prefix_chars="\0")
+            parser.add_argument("rest", nargs=argparse.REMAINDER)
+            parser.set_defaults(func=run)
     return register
 
 
@@ -37,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hicd_core",
                                      description="HICD Explorer engine: ICD hierarchy, cohorts, models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    for module, commands in COMMAND_MODULES.items():
         try:
-            register = importlib.import_module(f"hicd_core.cli.{name}").register
+            register = importlib.import_module(f"hicd_core.cli.{module}").register
         except ImportError as exc:
-            register = _unavailable(name, exc)
+            register = _unavailable(commands, exc)
         register(sub)
     return parser
 

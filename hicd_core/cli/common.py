@@ -25,3 +25,16 @@ def open_store(args: argparse.Namespace) -> RunStore:
     from hicd_core.experiments.runstore import RunStore, default_store_root
 
     return RunStore(Path(args.store) if args.store else default_store_root(args.store_name))
+
+
+def positive_int(option: str):
+    """An argparse type: an integer of at least 1, else an error naming ``option``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option} must be at least 1, got {value}")
+        return value
+    return parse

@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import asdict
 
-from hicd_core.cli.common import CliError, add_store_options, open_store
+from hicd_core.cli.common import CliError, add_store_options, open_store, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="print the results table with statistics against flat")
     add_store_options(rep)
-    rep.add_argument("--resamples", type=int, default=1000, help="paired-bootstrap resamples")
+    rep.add_argument("--resamples", type=positive_int("--resamples"), default=1000,
+                     help="paired-bootstrap resamples (at least 1)")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
     from hicd_core.experiments import report
+    from hicd_core.experiments.runstore import StoreFileError
 
     store = open_store(args)
+    damaged = store.damaged_runs()
+    for item in damaged:  # listed, never used: a damaged run is left out of every number below
+        print(f"DAMAGED {item.message}", file=sys.stderr)
     table = report.results(store)
     if table.empty:
-        raise CliError(f"no finished runs in {store.root}; run `python -m hicd_core sweep` first")
+        raise CliError(f"no finished runs in {store.root}"
+                       + (f" ({len(damaged)} damaged, see above)" if damaged else "")
+                       + "; run `python -m hicd_core sweep` first")
     compared = report.comparisons(store, n_resamples=args.resamples)
     summaries = report.seed_summaries(table)
-    info = store.store_info()
+    try:
+        info = store.store_info()
+    except StoreFileError as exc:
+        print(f"DAMAGED {exc}", file=sys.stderr)
+        info = {}
     if args.json:
         print(json.dumps({"store": str(store.root), "info": info,
+                          "damaged": [asdict(item) for item in damaged],
                           "runs": table.to_dict(orient="records"),
                           "comparisons": compared.to_dict(orient="records"),
                           "seed_summaries": summaries.to_dict(orient="records")}, indent=2, default=str))

@@ -67,13 +67,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     preset = load_preset(args.preset)
     overrides = {}
-    if args.models:
+    if args.models is not None:
         overrides["models"] = parse_list(args.models, MODELS, "model")
-    if args.settings:
+    if args.settings is not None:
         overrides["settings"] = Setting.parse_list(args.settings)
-    if args.tasks:
+    if args.tasks is not None:
         overrides["tasks"] = parse_list(args.tasks, SOURCE_TASKS, "task")
-    if args.seeds:
+    if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
     if args.no_transfer:
         overrides["transfer"] = False
@@ -118,11 +118,12 @@ def run_sweep(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="run the level-ablation sweep (resumable)")
     sweep.add_argument("--preset", default="default", help="default | paper | tiny | PATH.json")
-    sweep.add_argument("--cohort", help="synthetic | mimic-iv:PATH (default: the preset's, synthetic)")
+    sweep.add_argument("--cohort", help="synthetic | mimic-iv:PATH | mimic-iii:PATH | meds:PATH "
+                                        "(default: the preset's, synthetic)")
     sweep.add_argument("--target", help="eicu:PATH | none (default: the preset's; the synthetic target)")
     sweep.add_argument("--models", help="comma list of bert,graph")
     sweep.add_argument("--settings", help="all | comma list of 000,001,...")
-    sweep.add_argument("--tasks", help="comma list of readmission_30d,emergency_next")
+    sweep.add_argument("--tasks", help=f"comma list of {','.join(SOURCE_TASKS)} (default: the preset's)")
     sweep.add_argument("--seeds", help="comma list of integers, e.g. 0,1,2")
     sweep.add_argument("--no-transfer", action="store_true", help="skip the transfer probes")
     sweep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

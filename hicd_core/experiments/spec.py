@@ -18,7 +18,9 @@ from hicd_core.hierarchy import SETTINGS, Setting
 from hicd_core.runtime import stable_hash
 
 MODELS = ("bert", "graph")
-SOURCE_TASKS = ("readmission_30d", "emergency_next")
+#: The default bundle's tasks (the paper's); ``--tasks`` also accepts the censoring variant.
+DEFAULT_TASKS = ("readmission_30d", "emergency_next")
+SOURCE_TASKS = (*DEFAULT_TASKS, "readmission_30d_excl_deaths")
 TRANSFER_TASK = "icu_readmission"
 
 
@@ -64,17 +66,18 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class SweepPreset:
-    """A named bundle of runs. ``model_preset`` picks model sizes (``auto``: paper on CUDA, cpu
-    otherwise); ``schemes`` maps model family to level scheme; ``cohort`` and ``target`` name the
-    data (``synthetic``, ``mimic-iv:PATH``; ``eicu:PATH`` or ``none``; the CLI's ``--cohort`` and
-    ``--target`` override them). A preset round-trips through JSON (:meth:`to_json`,
-    :func:`load_preset`), which is how the app hands a sweep to its background process.
+    """A named bundle of runs. ``model_preset`` picks model sizes (``auto``: paper on CUDA, cpu otherwise);
+    ``schemes`` maps model family to level scheme; ``cohort`` and ``target`` name the data
+    (``synthetic``, ``mimic-iv:PATH``, ``mimic-iii:PATH``, ``meds:PATH``; ``eicu:PATH`` or ``none``;
+    the CLI's ``--cohort`` and ``--target`` override them). A preset round-trips through JSON
+    (:meth:`to_json`, :func:`load_preset`), which is how the app hands a sweep to its background
+    process.
     """
 
     name: str
     models: tuple[str, ...] = MODELS
     settings: tuple[Setting, ...] = SETTINGS
-    tasks: tuple[str, ...] = SOURCE_TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     seeds: tuple[int, ...] = (0,)
     transfer: bool = True
     transfer_from: str = "readmission_30d"
@@ -87,10 +90,10 @@ class SweepPreset:
     description: str = ""
 
     def __post_init__(self) -> None:
-        # JSON gives lists and plain keys; the preset always holds tuples and Settings.
-        for name in ("models", "tasks", "seeds"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "settings", tuple(Setting(s) for s in self.settings))
+        # JSON gives lists and plain keys; the preset always holds checked tuples and Settings, and
+        # a wrong value is an error naming the key before anything runs (never reinterpreted).
+        for key, value in _checked_fields(self).items():
+            object.__setattr__(self, key, value)
 
     def runs(self, model_preset: str) -> list[RunSpec]:
         """Task runs first (in paper table order), then transfer probes that depend on them."""
@@ -116,6 +119,65 @@ class SweepPreset:
             raise ValueError(f"preset {name!r}: unknown field(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         return cls(**{"name": name, **data})
+
+
+MODEL_PRESETS = ("auto", "cpu", "paper")
+
+
+def _checked_fields(preset: SweepPreset) -> dict[str, Any]:
+    """Every field of a preset checked for type and range; the normalised values to set."""
+    from hicd_core.hierarchy import SCHEMES
+
+    def fail(key: str, message: str) -> ValueError:
+        return ValueError(f"preset {preset.name!r}: {key} {message}")
+
+    def is_list(value: object) -> bool:
+        return isinstance(value, list | tuple) and len(value) > 0
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def choices(key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        value = getattr(preset, key)
+        if not isinstance(value, list | tuple):
+            raise fail(key, f"must be a list, got {value!r}")
+        bad = [v for v in value if v not in allowed]
+        if bad or not value:
+            raise fail(key, f"has {', '.join(map(repr, bad)) or 'nothing'}; choose from {', '.join(allowed)}")
+        return tuple(value)
+
+    out: dict[str, Any] = {"models": choices("models", MODELS), "tasks": choices("tasks", SOURCE_TASKS)}
+    if not is_list(preset.settings):
+        raise fail("settings", f"must be a non-empty list of keys like '011', got {preset.settings!r}")
+    try:
+        out["settings"] = tuple(Setting(s) for s in preset.settings)
+    except ValueError as exc:
+        raise fail("settings", str(exc)) from None
+    seeds = preset.seeds
+    if not is_list(seeds) or not all(is_int(s) and s >= 0 for s in seeds):
+        raise fail("seeds", f"must be a non-empty list of non-negative integers, got {seeds!r}")
+    out["seeds"] = tuple(seeds)
+    if not isinstance(preset.transfer, bool):
+        raise fail("transfer", f"must be true or false, got {preset.transfer!r}")
+    if preset.transfer_from not in SOURCE_TASKS:
+        raise fail("transfer_from", f"must be one of {', '.join(SOURCE_TASKS)}, got {preset.transfer_from!r}")
+    if preset.model_preset not in MODEL_PRESETS:
+        raise fail("model_preset", f"must be one of {', '.join(MODEL_PRESETS)}, got {preset.model_preset!r}")
+    schemes = preset.schemes
+    if not isinstance(schemes, dict) or any(k not in MODELS or v not in SCHEMES for k, v in schemes.items()):
+        raise fail("schemes", f"must map {'/'.join(MODELS)} to one of {', '.join(SCHEMES)}, got {schemes!r}")
+    scale = preset.epochs_scale
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 100:
+        raise fail("epochs_scale", f"must be a number in (0, 100], got {scale!r}")
+    patients = preset.synthetic_patients
+    if patients is not None and not (is_int(patients) and patients >= 100):
+        raise fail("synthetic_patients", f"must be null or an integer of at least 100, got {patients!r}")
+    for key in ("cohort", "description"):
+        if not isinstance(getattr(preset, key), str) or (key == "cohort" and not preset.cohort.strip()):
+            raise fail(key, f"must be a non-empty string, got {getattr(preset, key)!r}")
+    if preset.target is not None and (not isinstance(preset.target, str) or not preset.target.strip()):
+        raise fail("target", f"must be null, 'none' or 'eicu:PATH', got {preset.target!r}")
+    return out
 
 
 PRESETS: dict[str, SweepPreset] = {

@@ -25,7 +25,11 @@ def store_problem(root: Path, *, launch_default: bool) -> tuple[str, str] | None
     The launch default may not exist yet (first launch: the sweep creates it); a folder the user
     names must exist, be a folder, and either look like a store or be empty (a new store).
     """
-    if not root.exists():
+    try:
+        exists = root.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, an embedded NUL
+        return "error", f"{str(root)[:120]} cannot be used as a folder ({type(exc).__name__}: {exc})."
+    if not exists:
         if launch_default:
             return None
         return "error", f"No folder at {root}. Name an existing run store directory (it holds runs/)."
@@ -116,7 +120,7 @@ def expected_for(store: RunStore, info: dict, default_bundle: bool) -> dict[str,
 
 def listing_counts(listing: pd.DataFrame) -> dict[str, int]:
     counts = listing["status"].value_counts() if not listing.empty else pd.Series(dtype=int)
-    return {name: int(counts.get(name, 0)) for name in ("finished", "failed", "missing")}
+    return {name: int(counts.get(name, 0)) for name in ("finished", "damaged", "failed", "missing")}
 
 
 def missing_summary(listing: pd.DataFrame) -> str:
@@ -154,6 +158,48 @@ def extension_preset(store: RunStore, info: dict, default_bundle: bool, *, model
     has_transfer = any(run["spec"]["kind"] == "transfer" for run in runs)
     fields["transfer"] = bool(has_transfer and info.get("target_path"))
     if info.get("source_path"):
-        fields["cohort"] = f"mimic-iv:{info['source_path']}"
+        fields["cohort"] = f"{info.get('source_site') or 'mimic-iv'}:{info['source_path']}"
         fields["target"] = f"eicu:{info['target_path']}" if info.get("target_path") else "none"
     return SweepPreset(name="app", **fields, **subset)
+
+
+def verify_store(store: RunStore) -> pd.DataFrame:
+    """Every file a result depends on, checked: one row per problem (``what``, ``path``, ``problem``,
+    ``action``); empty when the whole store verifies. Used by ``python -m hicd_core verify`` and the
+    Overview page. ``results.parquet`` is derived (``report`` rebuilds it from the runs), so a stale one
+    is reported but nothing reads it."""
+    from hicd_core.checksums import verify_folder
+    from hicd_core.experiments.runstore import REDO_HINT, StoreFileError
+
+    rows = []
+    try:
+        store.store_info()
+    except StoreFileError as exc:
+        rows.append(("store", "store.json", str(exc), "run a sweep on this store to rewrite it"))
+    finished, damaged = store.scan()
+    rows += [("run", f"runs/{item.run_id}/{item.file}", item.reason, REDO_HINT) for item in damaged]
+    shared = store.root / "shared"
+    for folder in sorted(p for p in shared.iterdir() if p.is_dir()) if shared.is_dir() else []:
+        rows += [("shared pretraining", f"shared/{folder.name}/{problem.file}", problem.reason,
+                  "nothing to do: the next sweep that needs it retrains it")
+                 for problem in verify_folder(folder)[:1]]
+    failed = store.root / "failed"
+    for path in sorted(failed.glob("*.json")) if failed.is_dir() else []:
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            rows.append(("failure record", f"failed/{path.name}", f"unreadable ({exc})",
+                         "delete it, or re-run the run with sweep"))
+    table = store.root / "results.parquet"
+    if table.is_file():
+        try:
+            listed = set(pd.read_parquet(table, columns=["run_id"])["run_id"])
+            stale = listed ^ {run["run_id"] for run in finished}
+            if stale:
+                rows.append(("results table", "results.parquet",
+                             f"{len(stale)} run(s) differ from the verified runs (stale)",
+                             "nothing reads it: `report` rebuilds the table from the runs"))
+        except (OSError, ValueError) as exc:
+            rows.append(("results table", "results.parquet", f"unreadable ({type(exc).__name__})",
+                         "nothing reads it: `report` rebuilds the table from the runs"))
+    return pd.DataFrame(rows, columns=["what", "path", "problem", "action"])

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from hicd_core.cohort import TEST, VALIDATION, Cohort, load_cohort
+from hicd_core.checksums import write_manifest
+from hicd_core.cohort import ADMISSIONS, EICU, MIMIC_IV, TEST, VALIDATION, VISIT_KIND, Cohort, load_cohort
 from hicd_core.cohort.store import read_cohort
 from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
@@ -101,24 +102,28 @@ class Cohorts:
 
 def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patients: int | None = None
                     ) -> Cohorts:
-    """``synthetic`` (both sites from the synthetic default) or ``mimic-iv:PATH`` with an optional
-    ``eicu:PATH`` target."""
+    """``synthetic`` (the synthetic default's source) or ``KIND:PATH`` for a source of hospital
+    admissions (``mimic-iv``, ``mimic-iii``, ``meds``); the target is ``eicu:PATH``, ``none``, or (None)
+    the synthetic default's eICU-layout target with a synthetic source and no target otherwise."""
+    sources = [kind for kind, visits in VISIT_KIND.items() if visits == ADMISSIONS]
+    target_cohort = None
+    if target is not None and target != "none":
+        tkind, _, tpath = target.partition(":")
+        if tkind != EICU or not tpath.strip():
+            raise ValueError(f"--target must be 'eicu:PATH' or 'none', got {target!r}")
+        target_cohort = load_cohort(EICU, tpath)
     if cohort == "synthetic":
         from hicd_core.synthetic import ensure_default
 
         root = ensure_default(patients)
-        source = load_cohort("mimic-iv", root / "mimic-iv")
-        return Cohorts(source, load_cohort("eicu", root / "eicu") if target != "none" else None)
+        if target is None:
+            target_cohort = load_cohort(EICU, root / "eicu")
+        return Cohorts(load_cohort(MIMIC_IV, root / "mimic-iv"), target_cohort)
     kind, _, path = cohort.partition(":")
-    if kind != "mimic-iv" or not path:
-        raise ValueError(f"--cohort must be 'synthetic' or 'mimic-iv:PATH', got {cohort!r}")
-    target_cohort = None
-    if target and target != "none":
-        tkind, _, tpath = target.partition(":")
-        if tkind != "eicu" or not tpath:
-            raise ValueError(f"--target must be 'eicu:PATH' or 'none', got {target!r}")
-        target_cohort = load_cohort("eicu", tpath)
-    return Cohorts(load_cohort("mimic-iv", path), target_cohort)
+    if kind not in sources or not path.strip():
+        raise ValueError(f"--cohort must be 'synthetic' or KIND:PATH with KIND one of {', '.join(sources)}; "
+                         f"got {cohort!r}")
+    return Cohorts(load_cohort(kind, path), target_cohort)
 
 
 def expected_runs(preset: SweepPreset, cohorts: Cohorts, device: str = "auto") -> dict[str, RunSpec]:
@@ -353,6 +358,7 @@ class Sweep:
             (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float))
             record = self._record(spec, run_id, time.perf_counter() - start, device)
             (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, default=str))
+            write_manifest(tmp)  # last: every file of the run, checked whenever the run is read
 
     # ------------------------------------------------------------------ the sweep
     def run(self, specs: dict[str, RunSpec], workers: int | str = 1) -> dict[str, str]:

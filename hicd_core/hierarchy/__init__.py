@@ -33,6 +33,7 @@ from hicd_core.hierarchy.levels import (
     Setting,
     level_ids,
     levels_of_code,
+    setting_label,
     setting_rank,
 )
 from hicd_core.hierarchy.tree import attach_counts, node_path, search_nodes, tree_nodes
@@ -62,6 +63,7 @@ __all__ = [
     "node_path",
     "normalize_codes",
     "search_nodes",
+    "setting_label",
     "setting_rank",
     "tree_nodes",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from hicd_core import CODE_VERSION
-from hicd_core.runtime import atomic_write_parquet, cache_dir
+from hicd_core.runtime import cached_frame
 
 UNKNOWN = "UNK"
 ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV",
@@ -128,12 +128,7 @@ def tree_frame() -> pd.DataFrame:
     (range id such as ``I20-I25``; single-category blocks are ``B99-B99``), ``category`` (3 chars),
     ``description``, ``billable`` (a leaf of the tabular list).
     """
-    path = Path(cache_dir()) / f"icd10cm-tree-{package_version()}-v{CODE_VERSION}.parquet"
-    if path.exists():
-        return pd.read_parquet(path)
-    frame = _build_tree_frame()
-    atomic_write_parquet(path, frame)
-    return frame
+    return cached_frame(f"icd10cm-tree-{package_version()}-v{CODE_VERSION}.parquet", _build_tree_frame)
 
 
 @functools.cache

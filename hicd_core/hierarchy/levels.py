@@ -65,7 +65,10 @@ class Setting(StrEnum):
         """``'all'`` or a comma list like ``'000,011'`` (a CLI flag), in the order given."""
         if text.strip() == "all":
             return tuple(cls)
-        return tuple(cls(part.strip()) for part in text.split(",") if part.strip())
+        settings = tuple(cls(part.strip()) for part in text.split(",") if part.strip())
+        if not settings:
+            raise ValueError(f"no hierarchy setting in {text!r}: give 'all' or keys like '000,011'")
+        return settings
 
     @property
     def key(self) -> str:
@@ -101,6 +104,15 @@ _RANK = {setting: index for index, setting in enumerate(Setting)}
 FLAT = Setting.FLAT
 #: All 8 settings in the paper's table order.
 SETTINGS: tuple[Setting, ...] = tuple(Setting)
+
+
+def setting_label(value: object) -> str:
+    """A frame cell's label: the setting's label, or the cell as text when it is not a setting (a
+    damaged run's row may have none)."""
+    try:
+        return Setting(value).label
+    except ValueError:
+        return "" if value is None or value != value else str(value)
 
 
 def setting_rank(value: str) -> int:

@@ -53,6 +53,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hicd_core import CODE_VERSION
+from hicd_core.checksums import DamagedArtifactError, verify_or_raise, write_manifest
 from hicd_core.runtime import atomic_directory, library_versions
 from hicd_core.stats import auroc, binary_metrics, choose_threshold
 
@@ -234,7 +235,8 @@ def state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_artifact(path: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor],
                   metrics: dict[str, Any] | None = None, extra_json: dict[str, Any] | None = None) -> Path:
-    """Write a model directory atomically; the config gets library versions and the code version."""
+    """Write a model directory atomically; the config gets library versions and the code version, and
+    a checksum manifest of every file is written last (verified by :func:`load_artifact`)."""
     config = {**config, "code_version": CODE_VERSION, "library_versions": library_versions()}
     with atomic_directory(Path(path)) as tmp:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
@@ -242,6 +244,7 @@ def save_artifact(path: Path, config: dict[str, Any], tensors: dict[str, torch.T
         (tmp / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True, default=str))
         for name, obj in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(obj, sort_keys=True, default=str))
+        write_manifest(tmp)
     return Path(path)
 
 
@@ -257,6 +260,11 @@ def load_artifact(path: Path, expect: dict[str, Any] | None = None
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise ArtifactError(f"{path / name} is missing: {path} is not a complete model directory")
+    try:  # every file of the directory against its manifest: flipped weights never load silently
+        verify_or_raise(path, required=(CONFIG_FILE, WEIGHTS_FILE))
+    except DamagedArtifactError as exc:
+        what = "is missing" if exc.reason == "missing" else f"is corrupted or truncated: {exc.reason}"
+        raise ArtifactError(f"{exc.path} {what} (retrain it: a sweep redoes damaged runs)") from exc
     try:
         config = json.loads((path / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:

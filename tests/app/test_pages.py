@@ -263,6 +263,11 @@ def test_empty_user_store_offers_a_button_and_never_autotrains(tiny_store, monke
     assert not at.exception
     assert "No finished runs in this store yet" in _texts(at)
     assert calls == []  # neither the tiny store nor the user's folder was trained automatically
+    # A folder outside the data directory is written to only after the user confirms that exact path.
+    assert at.button(key="train_default").disabled
+    confirm = next(box for box in at.checkbox if box.key.startswith("train_default_confirm_"))
+    assert str(empty.resolve()) in confirm.label
+    confirm.check().run()
     at.button(key="train_default").click().run()
     assert calls == [(empty, PRESETS["default"])]
 
@@ -303,11 +308,26 @@ def test_autotrain_off_by_default_under_pytest(monkeypatch) -> None:
 def test_wrong_data_folders_give_errors(app_env, tmp_path: Path) -> None:
     at = _open()
     at.selectbox(key="data_mode").set_value("folders").run()
-    assert "Name a MIMIC-IV folder" in _texts(at)
-    at.text_input(key="data_mimic").input(str(tmp_path / "missing")).run()
+    assert "Name the MIMIC-IV root or its hosp/ folder" in _texts(at)
+    at.text_input(key="data_source").input(str(tmp_path / "missing")).run()
     assert any("MIMIC-IV: no folder at" in e.value for e in at.error)
     (tmp_path / "empty-site").mkdir()
     at.text_input(key="data_eicu").input(str(tmp_path / "empty-site")).run()
     assert any("eICU folder" in e.value and "cannot be used" in e.value for e in at.error)
     assert not at.exception
     assert "No cohort is loaded" in _texts(at)
+
+
+@pytest.mark.parametrize("bad", ["/tmp/with\x00nul", "/tmp/" + "x" * 300 + "/store", "~/" + "é" * 200])
+def test_odd_paths_give_messages_not_crashes(app_env, bad: str) -> None:
+    at = _open(view("level_ablation"))
+    at.radio(key="store_mode").set_value("Another folder").run()
+    at.text_input(key="store_path").input(bad).run()
+    assert not at.exception, at.exception
+    assert at.error and any("No usable run store" in w.value for w in at.warning)
+    at.switch_page(view("overview")).run()
+    at.selectbox(key="data_mode").set_value("folders").run()
+    at.text_input(key="data_source").input(bad).run()
+    at.text_input(key="data_eicu").input(bad).run()
+    assert not at.exception, at.exception
+    assert sum("MIMIC-IV" in e.value or "eICU" in e.value for e in at.error) >= 2
