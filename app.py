@@ -15,5 +15,6 @@ from hicd_app.navigation import PAGE_CONFIG, navigation_pages
 st.set_page_config(**PAGE_CONFIG)
 page = st.navigation(navigation_pages())
 startup.prepare()
-startup.sidebar()
-page.run()
+with startup.timed_run(page.title):
+    startup.sidebar()
+    page.run()

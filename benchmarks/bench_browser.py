@@ -21,6 +21,7 @@ Streamlit front end starting a session (the lightest page, transfer, needs 2.9 s
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -157,3 +158,74 @@ def first_start() -> dict[str, Any]:
 
 
 BENCHMARKS = {"browser_pages": browser_pages, "first_start": first_start}
+
+
+def concurrent_sessions(sessions: int = 10) -> dict[str, Any]:
+    """Load: ``sessions`` browser sessions open all six pages at once, on warm caches.
+
+    The server appends each script run's own time (sidebar + page, measured inside the Streamlit
+    script thread: ``HICD_TIMINGS``, see ``hicd_app/startup.py``) to a file, so the figures separate
+    **server time** (what the app code costs, including waiting for the GIL behind other sessions)
+    from what the browsers see (``browser_*``: script time plus websocket and rendering, which on a
+    2-core machine also competes with ``sessions`` headless tabs for the CPU). Caches are warmed by
+    one session visiting every page first. Store: ``$HICD_STORE`` or the default bundle.
+    """
+    import asyncio
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    timings = Path(tempfile.mkdtemp()) / "timings.jsonl"
+    server, url = _serve(HICD_TIMINGS=str(timings))
+
+    async def visit(browser: Any, order: list[str]) -> list[float]:
+        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = await context.new_page()
+        seen = []
+        for path in order:
+            start = time.perf_counter()
+            await page.goto(f"{url}/{path}")
+            await page.get_by_text(PAGES[path][1]).first.wait_for(state="visible", timeout=600_000)
+            await page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=600_000)
+            seen.append(time.perf_counter() - start)
+        await context.close()
+        return seen
+
+    async def main() -> list[float]:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=["--no-sandbox", "--disable-gpu"])
+            await visit(browser, list(PAGES))  # warm every cache once
+            timings.write_text("")
+            pages = list(PAGES)
+            orders = [pages[i % len(pages):] + pages[: i % len(pages)] for i in range(sessions)]
+            results = await asyncio.gather(*(visit(browser, order) for order in orders))
+            await browser.close()
+            return [seconds for session in results for seconds in session]
+
+    try:
+        browser_seconds = asyncio.run(main())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    runs = [json.loads(line) for line in timings.read_text().splitlines() if line.strip()]
+    server_seconds = sorted(run["seconds"] for run in runs)
+
+    def pct(values: list[float], q: int) -> float:
+        if len(values) < 2:
+            return float("nan")
+        return round(float(statistics.quantiles(values, n=100)[q - 1]), 2)
+
+    by_page: dict[str, list[float]] = {}
+    for run in runs:
+        by_page.setdefault(run["page"], []).append(run["seconds"])
+    return {"sessions": sessions, "store": os.environ.get("HICD_STORE", "default bundle"),
+            "server_runs": len(runs), "server_p50_s": pct(server_seconds, 50),
+            "server_p95_s": pct(server_seconds, 95), "server_max_s": round(max(server_seconds), 2),
+            **{f"server_p95_{title.lower().replace(' ', '_').replace('-', '')}_s": pct(sorted(v), 95)
+               for title, v in by_page.items()},
+            "browser_p50_s": pct(sorted(browser_seconds), 50),
+            "browser_p95_s": pct(sorted(browser_seconds), 95)}
+
+
+BENCHMARKS["concurrent_sessions"] = concurrent_sessions

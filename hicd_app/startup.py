@@ -88,3 +88,29 @@ def sidebar() -> None:
     from hicd_app.context import entry_context
 
     entry_context()
+
+
+#: When set, every script run's server time (sidebar + page) is appended to this file as one JSON line
+#: (page title and seconds; nothing about patients). Used by ``benchmarks/bench_app.py``'s load test to
+#: separate server time from browser rendering; off by default.
+TIMINGS_ENV = "HICD_TIMINGS"
+
+
+@contextmanager
+def timed_run(title: str):
+    """Time one script run and append it to ``$HICD_TIMINGS`` when that is set."""
+    import os
+
+    target = os.environ.get(TIMINGS_ENV)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:  # st.stop() and reruns end a run by raising: they are timed too
+        if target:
+            import json
+            import threading
+
+            line = json.dumps({"page": title, "seconds": round(time.perf_counter() - started, 4),
+                               "thread": threading.get_ident(), "at": time.time()})
+            with open(target, "a") as handle:  # one short append per run: lines never interleave
+                handle.write(line + "\n")

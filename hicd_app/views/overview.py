@@ -54,6 +54,15 @@ else:
                "leaves those anchors out (their count is in the cohort problems). "
                "icu_readmission_readmit counts only a next unit stay typed 'readmit', not step-downs.")
     widgets.downloads("overview_tasks", prevalence, name="task_prevalence")
+    quality = charts.data_quality_table(summaries)
+    st.subheader("Data quality")
+    if quality.empty:
+        st.caption("No row of the source tables was dropped, distrusted or changed.")
+    else:
+        st.dataframe(quality, width="stretch", hide_index=True)
+        st.caption("Every row a loader left out, distrusted (kept with an unknown value) or noted, by "
+                   "reason: rows kept + rows counted = rows read. Nothing is dropped silently.")
+        widgets.downloads("overview_quality", quality, name="data_quality")
 
 @st.fragment
 def verify_panel() -> None:

@@ -341,6 +341,14 @@ def cohort_summary_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
     return table
 
 
+def data_quality_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
+    """Every row a loader dropped, distrusted or noted, by site and reason (non-zero counts only)."""
+    rows = [{"site": site, "what": name.replace("_", " "), "rows": int(count)}
+            for site, summary in summaries.items() for name, count in summary.get("problems", {}).items()
+            if count]
+    return pd.DataFrame(rows, columns=["site", "what", "rows"])
+
+
 def task_prevalence_table(summaries: Mapping[str, dict]) -> pd.DataFrame:
     """Samples and positive rate per task and split, for every site."""
     rows = []

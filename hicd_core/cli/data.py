@@ -53,7 +53,9 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_cohort(args: argparse.Namespace) -> int:
     from hicd_core.cohort import cohort_summary, load_cohort
 
-    cohort = load_cohort(args.source, Path(args.path), split_seed=args.split_seed)
+    if not args.path.strip():
+        raise CliError("--path is empty: name the folder that holds the tables")
+    cohort = load_cohort(args.source, args.path, split_seed=args.split_seed)
     summary = cohort_summary(cohort)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

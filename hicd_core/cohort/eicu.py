@@ -176,13 +176,18 @@ def _diagnosis_rows(diagnosis: pd.DataFrame, stays: pd.DataFrame, problems: dict
     return raw
 
 
-def read_eicu(path: Path) -> RawCohort:
-    """Read ``patient`` and ``diagnosis`` into raw frames for ``assemble_cohort``."""
+def eicu_files(path: Path) -> dict[str, Path]:
+    """The two tables the reader reads (a clear error naming any that is missing)."""
     folder = Path(path)
     if not folder.is_dir():
         raise CohortInputError(f"eICU folder {folder} does not exist")
-    files = {"patient": find_table(folder, "patient", PATIENT),
-             "diagnosis": find_table(folder, "diagnosis", DIAGNOSIS)}
+    return {"patient": find_table(folder, "patient", PATIENT),
+            "diagnosis": find_table(folder, "diagnosis", DIAGNOSIS)}
+
+
+def read_eicu(path: Path) -> RawCohort:
+    """Read ``patient`` and ``diagnosis`` into raw frames for ``assemble_cohort``."""
+    files = eicu_files(path)
     stays = read_table(files["patient"], PATIENT, PATIENT_OPTIONAL, types={
         "patientunitstayid": pa.int64(), "patienthealthsystemstayid": pa.int64(),
         "unitvisitnumber": pa.float64(),

@@ -19,6 +19,20 @@ class CohortInputError(ValueError):
     """A source folder, file or column is missing or unusable (the message names it)."""
 
 
+#: Environment variable: the CSV reader's block size in MB (a cell must fit in one block).
+BLOCK_ENV = "HICD_CSV_BLOCK_MB"
+
+
+def csv_block_bytes() -> int:
+    """The CSV reader's block size: ``$HICD_CSV_BLOCK_MB`` MB (16 by default)."""
+    import os
+
+    text = os.environ.get(BLOCK_ENV, "16").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 4096:
+        raise CohortInputError(f"{BLOCK_ENV} must be a whole number of MB between 1 and 4096, got {text!r}")
+    return int(text) << 20
+
+
 def find_table(folder: Path, name: str, expected: list[str], *, any_case: bool = False) -> Path:
     """``folder/name.csv.gz`` or ``folder/name.csv``; a clear error naming both and the columns.
 
@@ -74,8 +88,13 @@ def read_table(path: Path, required: list[str], optional: list[str] = (),
         table = pacsv.read_csv(
             path, convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=column_types,
                                                       strings_can_be_null=True),
-            read_options=pacsv.ReadOptions(block_size=1 << 24))
+            read_options=pacsv.ReadOptions(block_size=csv_block_bytes()))
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        if "straddl" in str(exc) or "block size" in str(exc):
+            raise CohortInputError(
+                f"cannot parse {path}: a CSV cell (or row) is larger than the reader's block of "
+                f"{csv_block_bytes() >> 20} MB; set {BLOCK_ENV} to a larger number of MB (e.g. "
+                f"{BLOCK_ENV}=256) and run again") from exc
         raise CohortInputError(f"cannot parse {path}: {exc}") from exc
     return table.rename_columns([actual[name] for name in table.column_names]).to_pandas()
 

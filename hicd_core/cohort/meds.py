@@ -359,6 +359,14 @@ def _dataset(path: Path) -> dict:
     return {key: data.get(key) for key in ("dataset_name", "dataset_version", "meds_version")}
 
 
+def meds_files(path: Path) -> list[Path]:
+    """The files a MEDS root is read from: its data shards and the metadata the reader uses."""
+    root = Path(path)
+    metadata = root / "metadata"
+    return _shards(root) + [p for p in (metadata / "dataset.json", metadata / "subject_splits.parquet")
+                            if p.is_file()]
+
+
 def read_meds(path: Path, patterns: tuple[CodePattern, ...] = CODE_PATTERNS,
               diagnosis_like: tuple[str, ...] = DIAGNOSIS_LIKE) -> RawCohort:
     """Read a MEDS root into raw frames for :func:`hicd_core.cohort.build.assemble_cohort`.
@@ -387,9 +395,7 @@ def read_meds(path: Path, patterns: tuple[CodePattern, ...] = CODE_PATTERNS,
     if diagnoses.empty:
         raise CohortInputError(f"MEDS root {root}: no diagnosis row could be placed in an admission "
                                f"(counts: { {k: v for k, v in problems.items() if v} })")
-    read = files + [p for p in (metadata / "dataset.json", metadata / "subject_splits.parquet")
-                    if p.is_file()]
-    digest = file_digest(read)
+    digest = file_digest(meds_files(root))
     if tuple(patterns) != CODE_PATTERNS or tuple(diagnosis_like) != DIAGNOSIS_LIKE:
         digest = stable_hash(digest, [vars(p) for p in patterns], list(diagnosis_like))
     meta = {"dataset": dataset,

@@ -25,6 +25,9 @@ ADMISSIONS_OPTIONAL = ["deathtime", "hospital_expire_flag"]
 PATIENTS = ["subject_id", "anchor_age", "anchor_year"]
 PATIENTS_OPTIONAL = ["gender", "dod"]
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Years an admission time may fall in. MIMIC shifts dates into roughly 2100-2210; unshifted copies
+#: lie in the 1900s-2000s; anything else (the ISO parser reads "-5" as year -5) is distrusted.
+PLAUSIBLE_YEARS = (1900, 2300)
 
 
 def hosp_folder(path: Path) -> Path:
@@ -44,11 +47,16 @@ def parse_times(values: pd.Series) -> tuple[pd.Series, int]:
     return parsed, bad
 
 
+def mimic_iv_files(path: Path) -> dict[str, Path]:
+    """The three tables the reader reads (a clear error naming any that is missing)."""
+    hosp = hosp_folder(path)
+    return {name: find_table(hosp, name, cols) for name, cols in
+            (("diagnoses_icd", DIAGNOSES), ("admissions", ADMISSIONS), ("patients", PATIENTS))}
+
+
 def read_mimic_iv(path: Path) -> RawCohort:
     """Read the three tables into raw frames for :func:`hicd_core.cohort.build.assemble_cohort`."""
-    hosp = hosp_folder(path)
-    files = {name: find_table(hosp, name, cols) for name, cols in
-             (("diagnoses_icd", DIAGNOSES), ("admissions", ADMISSIONS), ("patients", PATIENTS))}
+    files = mimic_iv_files(path)
     ids = {"subject_id": pa.int64(), "hadm_id": pa.int64()}
     diagnoses = read_table(files["diagnoses_icd"], DIAGNOSES,
                            types={**ids, "seq_num": pa.int32(), "icd_version": pa.int8()})
@@ -57,23 +65,26 @@ def read_mimic_iv(path: Path) -> RawCohort:
                           types={"subject_id": pa.int64(), "anchor_age": pa.float64(),
                                  "anchor_year": pa.float64()})
     problems: dict[str, int] = {}
-    patients = patients.drop_duplicates("subject_id")
+    patients = unique_patients(patients, ["anchor_age", "anchor_year", "gender", "dod"], problems)
     anchor = patients.set_index("subject_id")
 
     def age_at(admissions: pd.DataFrame, admit: pd.Series) -> pd.Series:
         subject = admissions["subject_id"]
-        return subject.map(anchor["anchor_age"]) + admit.dt.year - subject.map(anchor["anchor_year"])
+        age = subject.map(anchor["anchor_age"]) + admit.dt.year - subject.map(anchor["anchor_year"])
+        problems["admissions_negative_age"] = int((age < 0).sum())  # distrusted: kept with unknown age
+        return age.where(~(age < 0))
 
     visits = admission_visits(admissions, patients, age_at, EMERGENCY_TYPES, problems)
 
+    # Each dropped row is counted once, under the first reason that applies (kept + counted = read).
     code = diagnoses["icd_code"]
-    empty = code.isna() | (code.astype(str).str.strip() == "")
-    problems["diagnosis_rows_empty_code"] = int(empty.sum())
-    no_visit = diagnoses["hadm_id"].isna()
-    version = diagnoses["icd_version"]
-    bad_version = ~version.isin([9, 10])
-    problems["diagnosis_rows_bad_icd_version"] = int((bad_version & ~empty).sum())
-    diagnoses = diagnoses[~empty & ~no_visit & ~bad_version]
+    drop = count_once(problems, [
+        ("diagnosis_rows_empty_code", (code.isna() | (code.astype(str).str.strip() == "")).to_numpy()),
+        ("diagnosis_rows_missing_hadm_id", diagnoses["hadm_id"].isna().to_numpy()),
+        ("diagnosis_rows_bad_icd_version", (~diagnoses["icd_version"].isin([9, 10])).to_numpy()),
+        ("diagnosis_rows_exact_duplicate", diagnoses.duplicated(keep="first").to_numpy()),
+    ])
+    diagnoses = diagnoses[~drop]
     raw_diagnoses = pd.DataFrame({
         "source_visit_id": diagnoses["hadm_id"].to_numpy(np.int64),
         "seq": diagnoses["seq_num"].fillna(0).to_numpy(np.int32),
@@ -87,6 +98,33 @@ def read_mimic_iv(path: Path) -> RawCohort:
         death, problems["patients_unparseable_dod"] = parse_times(patients["dod"])
         raw_patients["death"] = death.to_numpy()
     return RawCohort(visits, raw_diagnoses, raw_patients, problems, file_digest(list(files.values())))
+
+
+def count_once(problems: dict[str, int], reasons: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Rows to drop, each counted under the first of ``reasons`` (name, mask) that applies to it, so
+    the counts add up to the rows dropped. Returns the combined mask."""
+    dropped = np.zeros(len(reasons[0][1]) if reasons else 0, dtype=bool)
+    for name, mask in reasons:
+        new = np.asarray(mask, dtype=bool) & ~dropped
+        problems[name] = problems.get(name, 0) + int(new.sum())
+        dropped |= new
+    return dropped
+
+
+def unique_patients(patients: pd.DataFrame, fields: list[str], problems: dict[str, int]) -> pd.DataFrame:
+    """One row per ``subject_id`` (the first); rows without an id and repeated ids are counted, and so
+    are repeats that disagree on any of ``fields`` (the first row's values are kept)."""
+    missing = patients["subject_id"].isna()
+    problems["patients_missing_subject_id"] = int(missing.sum())
+    patients = patients[~missing]
+    repeated = patients["subject_id"].duplicated(keep=False)
+    problems["patients_duplicate_subject_id"] = int(patients["subject_id"].duplicated(keep="first").sum())
+    present = [f for f in fields if f in patients]
+    if repeated.any() and present:
+        groups = patients[repeated].astype(dict.fromkeys(present, "string")).groupby("subject_id")[present]
+        conflicting = (groups.nunique(dropna=False) > 1).any(axis=1)
+        problems["patients_duplicate_conflicting"] = int(conflicting.sum())
+    return patients.drop_duplicates("subject_id", keep="first")
 
 
 def patient_frame(patients: pd.DataFrame) -> pd.DataFrame:
@@ -111,13 +149,22 @@ def admission_visits(admissions: pd.DataFrame, patients: pd.DataFrame,
     disch, bad_disch = parse_times(admissions["dischtime"])
     death = (parse_times(admissions["deathtime"])[0] if "deathtime" in admissions
              else pd.Series(pd.NaT, index=admissions.index))
-    unplaceable = admit.isna() | disch.isna()
-    problems["admissions_unparseable_time"] = int(unplaceable.sum())
     problems["admissions_unparseable_admittime"] = bad_admit
     problems["admissions_unparseable_dischtime"] = bad_disch
-    duplicated = admissions["hadm_id"].duplicated(keep="first")
-    problems["admissions_duplicate_hadm_id"] = int(duplicated.sum())
-    keep = ~unplaceable & ~duplicated & admissions["hadm_id"].notna() & admissions["subject_id"].notna()
+    lowest, highest = PLAUSIBLE_YEARS
+    years = ((admit.dt.year.between(lowest, highest) | admit.isna())
+             & (disch.dt.year.between(lowest, highest) | disch.isna()))
+    # Each excluded admission is counted once, under the first reason that applies.
+    drop = count_once(problems, [
+        ("admissions_missing_hadm_id", admissions["hadm_id"].isna().to_numpy()),
+        ("admissions_missing_subject_id", admissions["subject_id"].isna().to_numpy()),
+        ("admissions_unparseable_time", (admit.isna() | disch.isna()).to_numpy()),
+        ("admissions_time_out_of_range", (~years).to_numpy()),
+        ("admissions_discharge_before_admit", (disch < admit).to_numpy()),
+        ("admissions_duplicate_hadm_id", (admissions["hadm_id"].duplicated(keep="first")
+                                          & admissions["hadm_id"].notna()).to_numpy()),
+    ])
+    keep = ~drop
     admissions, admit, disch, death = admissions[keep], admit[keep], disch[keep], death[keep]
     admissions = admissions.astype({"subject_id": np.int64, "hadm_id": np.int64})  # float if a null was read
 

@@ -53,15 +53,6 @@ EMERGENCY_TYPES = frozenset({"EMERGENCY"})
 AGE_CAP = 90
 
 
-def _any_case(text: str) -> str:
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in text)
-
-
-#: Glob patterns of the three tables in any letter case: only their bytes key the parsed-cohort cache
-#: (a full MIMIC-III folder also holds ~6 GB of CHARTEVENTS, NOTEEVENTS... that must not be hashed).
-CACHE_PATTERNS = tuple(_any_case(f"{name}.csv") + "*" for name in TABLES)
-
-
 def age_in_years(admit: pd.Series, dob: pd.Series) -> pd.Series:
     """Completed years from ``dob`` to ``admit`` by calendar arithmetic (NaN where either is NaT).
 
@@ -114,13 +105,18 @@ def _diagnoses(diagnoses: pd.DataFrame, admissions: pd.DataFrame, problems: dict
     })
 
 
-def read_mimic_iii(path: Path) -> RawCohort:
-    """Read the three tables into a :class:`RawCohort` for :func:`hicd_core.cohort.build.assemble_cohort`."""
+def mimic_iii_files(path: Path) -> dict[str, Path]:
+    """The three tables the reader reads, in any letter case (a clear error naming a missing one)."""
     folder = Path(path)
     if not folder.is_dir():
         raise CohortInputError(f"MIMIC-III folder {folder} does not exist")
-    files = {name: find_table(folder, name, [c.upper() for c in columns], any_case=True)
-             for name, columns in TABLES.items()}
+    return {name: find_table(folder, name, [c.upper() for c in columns], any_case=True)
+            for name, columns in TABLES.items()}
+
+
+def read_mimic_iii(path: Path) -> RawCohort:
+    """Read the three tables into a :class:`RawCohort` for :func:`hicd_core.cohort.build.assemble_cohort`."""
+    files = mimic_iii_files(path)
     ids = {"subject_id": pa.int64(), "hadm_id": pa.int64()}
     diagnoses = read_table(files["DIAGNOSES_ICD"], DIAGNOSES, types={**ids, "seq_num": pa.int32()},
                            any_case=True)

@@ -13,7 +13,8 @@ Statuses:
 ``mapped``       ICD-9-CM code mapped directly through the GEM.
 ``unmapped``     ICD-9-CM code the GEM cannot map. Kept with chapter ``UNK``.
 ``looks_icd9``   passed as ICD-10 but shaped like ICD-9 (``4280``). Kept with chapter ``UNK``.
-``invalid``      neither (``XYZ``, ``123456789``). Kept with chapter ``UNK``.
+``invalid``      neither (``XYZ``, ``123456789``), or passed as ICD-9 without an ICD-9-CM shape (``E``,
+                 ``0``, ``99999999``): never "approximated" to some category. Kept with chapter ``UNK``.
 ``empty``        ``''``/``None``/whitespace. Kept with chapter ``UNK``.
 """
 
@@ -39,6 +40,8 @@ def _resolve_one(raw: object, version: int) -> tuple[str | None, str, str]:
     if not cleaned:
         return None, "empty", "none"
     if version == 9:
+        if not icd9.plausible_icd9(cleaned):  # 'E', 'V', '0', '99999999' are not ICD-9-CM codes
+            return None, "invalid", "not-icd9-shaped"
         target, status, rule = icd9.map_icd9(cleaned)
         if target is None:
             return None, status, rule

@@ -51,6 +51,7 @@ Coverage (distinct ICD-9 codes with an ICD-10-CM chapter): MIMIC-IV demo 737 of 
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from importlib import resources
 
@@ -150,6 +151,19 @@ def _majority_category_of(codes: list[str], backward: bool = False) -> str | Non
     if not primaries:
         return None
     return Counter(target[:3] for target in primaries).most_common(1)[0][0]
+
+
+#: ICD-9-CM diagnosis code shapes (undotted): 3-5 digits, V + 2-4 digits, E + 3-4 digits.
+_ICD9_SHAPE = re.compile(r"\d{3,5}|V\d{2,4}|E\d{3,4}")
+
+
+def plausible_icd9(icd9: str) -> bool:
+    """Whether a cleaned, undotted string has the shape of an ICD-9-CM diagnosis code.
+
+    >>> [plausible_icd9(c) for c in ("4280", "V4581", "E8497", "042", "E", "V", "0", "99999999")]
+    [True, True, True, True, False, False, False, False]
+    """
+    return bool(_ICD9_SHAPE.fullmatch(icd9))
 
 
 def icd9_category(icd9: str) -> str:
