@@ -3,6 +3,7 @@ per-setting chart controls, and the shared top of the results pages."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,6 +11,7 @@ import streamlit as st
 
 from hicd_app import cache, training
 from hicd_app.context import AppContext, context
+from hicd_core import synthetic
 from hicd_core.analysis import results_view
 from hicd_core.analysis.charts import METRIC_LABELS, figure_html
 from hicd_core.runtime import safe_csv
@@ -19,11 +21,51 @@ SYNTHETIC_BANNER = ("SYNTHETIC data: these patients and results come from the bu
                     "paper found.")
 
 
+def signal_note(signal: float | None) -> str:
+    """What the synthetic data's ``hierarchy_signal`` means, in one or two sentences ('' when unknown)."""
+    if signal is None:
+        return ""
+    s = float(signal)
+    text = (f" Generated with hierarchy_signal {s:g}: {s:.0%} of the variance of a code's outcome risk "
+            f"lies in its chapter, block and category (shared along the ICD-10-CM hierarchy), {1 - s:.0%} "
+            "in the code alone.")
+    if s == 0:
+        text += (" This is the null control: the hierarchy carries no outcome signal, so a 'significant' "
+                 "gain from a hierarchy setting is a false positive.")
+    return text
+
+
+def _signals(ctx: AppContext, data: bool, results: bool) -> list[float]:
+    """The hierarchy_signal of the synthetic data shown: the cohorts' SYNTHETIC.json and store.json
+    (a store from before it recorded the signal: the marker next to its recorded source folder)."""
+    found: list[float] = []
+    if data:
+        found += [c.meta["synthetic_params"]["hierarchy_signal"] for c in ctx.data.cohorts.values()
+                  if c.synthetic and "hierarchy_signal" in (c.meta.get("synthetic_params") or {})]
+    if results and ctx.info.get("synthetic"):
+        signal = ctx.info.get("hierarchy_signal")
+        if signal is None and ctx.info.get("source_path"):
+            try:
+                marker = synthetic.read_marker(Path(ctx.info["source_path"]).parent) or {}
+                signal = marker.get("hierarchy_signal")
+            except (OSError, ValueError):
+                signal = None
+        if signal is not None:
+            found.append(signal)
+    return sorted({float(value) for value in found})
+
+
 def banner(ctx: AppContext, *, data: bool = True, results: bool = True) -> None:
-    """The SYNTHETIC label on every page that shows synthetic data or results."""
+    """The SYNTHETIC label on every page that shows synthetic data or results, with the
+    ``hierarchy_signal`` the data was generated with and what it means."""
     synthetic = (data and ctx.data.synthetic) or (results and bool(ctx.info.get("synthetic")))
     if synthetic:
-        st.warning(SYNTHETIC_BANNER, icon=":material/science:")
+        signals = _signals(ctx, data, results)
+        note = signal_note(signals[0]) if len(signals) == 1 else (
+            " The data shown were generated with different hierarchy_signal values ("
+            + ", ".join(f"{value:g}" for value in signals) + "): the share of outcome risk in the hierarchy."
+            if signals else "")
+        st.warning(SYNTHETIC_BANNER + note, icon=":material/science:")
 
 
 def require_store(ctx: AppContext) -> bool:

@@ -8,4 +8,5 @@ __version__ = "0.1.0"
 
 #: Bumped whenever a change alters what a cached artifact would contain. Caches and run
 #: keys include it, so stale artifacts are rebuilt rather than silently reused.
-CODE_VERSION = "2"  # 2: eICU stay order, late eICU diagnoses, backward-GEM ICD-9 fallback
+CODE_VERSION = "3"  # 3: Platt recalibration with every run, paper HICD-Graph without early stop,
+#                     prefix levels for codes the ontology lacks (2: eICU stay order, backward GEMs)

@@ -22,7 +22,7 @@ import torch
 from hicd_core.checksums import write_manifest
 from hicd_core.cohort.build import RawCohort, assemble_cohort
 from hicd_core.cohort.schema import TRAIN, VALIDATION, Cohort
-from hicd_core.hierarchy import SETTINGS, Setting, icd10
+from hicd_core.hierarchy import LEVELS, SETTINGS, Setting, icd10
 from hicd_core.models.bert import (
     CLS,
     LEVEL_NULL,
@@ -252,6 +252,40 @@ def test_vocabulary_from_train_codes_and_json_round_trip(cohort: Cohort, vocab: 
     code = vocab.codes[5]
     assert [vocab.levels[n][i] for n, i in zip(("G0", "G1", "G2"), vocab.code_levels[5], strict=True)] == [
         f"G0:{code[:1]}", f"G1:{code[:2]}", f"G2:{code[:3]}"]
+
+
+def test_permuted_hierarchy_vocabulary(cohort: Cohort, vocab: BertVocab, small_target_cohort: Cohort) -> None:
+    """The permuted-hierarchy control changes only which level ids a code carries: the code tokens,
+    the level vocabularies (same groups) stay; each code carries its donor's ids; the permutation is
+    stored, deterministic, and reaches another site's tokens."""
+    permuted = build_vocab(cohort, "prefix", hierarchy="permuted", permutation_seed=1)
+    assert "permutation" not in vocab.to_json()  # a real-tree vocabulary keeps its content key
+    assert permuted.codes == vocab.codes and permuted.code_counts == vocab.code_counts
+    assert permuted.levels == vocab.levels  # a bijection of the cohort's codes: the same groups
+    assert permuted.permutation is not None
+    donors = permuted.permutation.donors
+    assert set(donors) == set(cohort.diagnoses["icd10"].dropna().astype(str))
+    moved = 0
+    for code, ids in zip(permuted.codes[5:], permuted.code_levels[5:], strict=True):
+        names = tuple(permuted.levels[n][i] for n, i in zip(LEVELS, ids, strict=True))
+        donor = donors[code]
+        assert names == (f"G0:{donor[:1]}", f"G1:{donor[:2]}", f"G2:{donor[:3]}")
+        moved += donor[:3] != code[:3]
+    assert moved > 0.9 * (len(permuted.codes) - 5)
+    again = BertVocab.from_json(json.loads(json.dumps(permuted.to_json())))
+    assert again.to_json() == permuted.to_json() and again.key() != vocab.key()
+    def rebuilt(seed: int) -> BertVocab:
+        return build_vocab(cohort, "prefix", hierarchy="permuted", permutation_seed=seed)
+
+    assert rebuilt(1).to_json() == permuted.to_json()
+    assert rebuilt(2).code_levels != permuted.code_levels
+    with pytest.raises(ValueError, match="unknown hierarchy"):
+        build_vocab(cohort, "prefix", hierarchy="shuffled")
+    # The target site is tokenised with the same permutation (its own codes: their donors' ids).
+    tokens = cohort_tokens(small_target_cohort, permuted)
+    code_rows = tokens.code > UNK
+    expected = np.asarray(permuted.code_levels)[tokens.code[code_rows]]
+    assert (tokens.levels[code_rows] == expected).all()
 
 
 def test_batches_follow_the_behrt_layout(cohort: Cohort, vocab: BertVocab) -> None:

@@ -164,3 +164,17 @@ def test_strip_external_resources() -> None:
             '<!-- <script src="../node_modules/vis.js"></script> --><script>var a = 1;</script></head>')
     out = charts.strip_external_resources(page)
     assert out == "<head><script>var a = 1;</script></head>"
+
+
+def test_delta_heatmap_does_not_star_a_degenerate_comparison() -> None:
+    """A macro-F1 comparison with a run that predicts one class only gets the dagger, not a star,
+    whatever its p-value, and the reason is on hover."""
+    cells = pd.DataFrame({"row": ["HICD-BERT (3 seeds)"] * 2, "setting": ["001", "111"],
+                          "delta": [0.073, 0.02],
+                          "p": [0.014, 0.01], "markable": [False, True],
+                          "note": ["none (flat) predicts no test sample positive (degenerate threshold)",
+                                   ""]})
+    trace = charts.delta_heatmap_figure(cells, "macro_f1").data[0]
+    g2 = list(trace.x).index("G2")
+    assert trace.text[0][g2] == f"+0.073{charts.UNSTARRED_MARK}" and trace.text[0][-1] == "+0.020*"
+    assert "degenerate threshold" in trace.hovertext[0][g2] and "%{hovertext}" in trace.hovertemplate

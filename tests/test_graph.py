@@ -256,6 +256,35 @@ def test_graph_json_round_trip(hand_cohort: Cohort) -> None:
     assert back.setting == Setting.G0_G2 and back.key == graph.key
 
 
+def test_permuted_hierarchy_graph(hand_cohort: Cohort) -> None:
+    """The permuted-hierarchy control keeps code nodes and co-occurrence edges; each category links
+    to the ancestors of its donor category, so every ancestor keeps its number of members; the
+    permutation survives the JSON round trip and maps other rows the same way."""
+    real = build_graph(hand_cohort, Setting.ALL)
+    graph = build_graph(hand_cohort, Setting.ALL, hierarchy="permuted", permutation_seed=5)
+    assert graph.hierarchy == "permuted" and real.hierarchy == "real" and graph.key != real.key
+    codes = real.nodes["kind"] == "code"
+    pd.testing.assert_frame_equal(graph.nodes[codes], real.nodes[codes])
+    pd.testing.assert_frame_equal(named_edges(graph, "cooc"), named_edges(real, "cooc"))
+    donors = graph.permutation.donors
+    assert sorted(donors) == sorted(ANCESTORS) and sorted(donors.values()) == sorted(ANCESTORS)
+    assert any(donor != code and ANCESTORS[donor] != ANCESTORS[code] for code, donor in donors.items())
+    for level, position in (("G0", 0), ("G1", 1), ("G2", 2)):
+        edges = named_edges(graph, f"hierarchy_{level}")
+        assert dict(zip(edges["a"], edges["b"], strict=True)) == {
+            code: ANCESTORS[donor][position] for code, donor in donors.items()}
+        real_edges = named_edges(real, f"hierarchy_{level}")
+        assert sorted(edges["b"].value_counts()) == sorted(real_edges["b"].value_counts())
+    assert build_graph(hand_cohort, Setting.G1, hierarchy="permuted", permutation_seed=5).permutation == \
+        graph.permutation  # one permutation per seed, whatever the setting
+    back = CodeGraph.from_dict(json.loads(graph.to_json()))
+    assert back.permutation == graph.permutation and back.key == graph.key
+    frame = normalize_codes(["I21.4", "J45.909"])
+    np.testing.assert_array_equal(back.map_frame(frame)[1], graph.map_frame(frame)[1])
+    assert graph.map_code("I21.4") == ["I21"]  # code nodes are the real categories
+    assert graph.map_frame(frame)[1][0].tolist() == [graph.node_id(a) for a in ANCESTORS[donors["I21"]]]
+
+
 def test_visit_tokens_and_windows(hand_cohort: Cohort) -> None:
     graph = build_graph(hand_cohort, Setting.ALL)
     index = visit_index(hand_cohort, graph)
@@ -306,6 +335,17 @@ def test_presets_sit_next_to_the_config() -> None:
         graph_config("tiny")
     scaled = GraphFamily()._config("paper", 0.5)
     assert (scaled.gcn_epochs, scaled.max_epochs, scaled.lr) == (200, 8, 2e-5)
+    assert paper.patience is None and graph_config("cpu").patience == 2  # paper: all 15 epochs run
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(0, 2), (None, 4)])
+def test_patience_none_never_stops_early(hand_cohort: Cohort, patience: int | None, epochs_run: int) -> None:
+    """lr 0: validation AUROC never improves after epoch 1, so patience 0 stops after epoch 2, and
+    ``None`` (the paper preset) runs every epoch and keeps the best-validation weights."""
+    config = GraphConfig(gcn_epochs=1, max_epochs=4, patience=patience, lr=0.0)
+    model = train_graph_model(hand_cohort, "readmission_30d", Setting.FLAT, seed=0, device="cpu",
+                              config=config)
+    assert len(model.metrics["history"]) == epochs_run
 
 
 FAST = GraphConfig(gcn_epochs=60, max_epochs=3, patience=1, batch_size=64, lr=1e-3)  # val AUROC 0.651

@@ -16,6 +16,7 @@ from hicd_core.hierarchy import (
     chapter_order,
     code_set_year,
     coverage_report,
+    icd10,
     level_ids,
     levels_of_code,
     lookup,
@@ -23,6 +24,8 @@ from hicd_core.hierarchy import (
     search_nodes,
     tree_nodes,
 )
+from hicd_core.hierarchy.icd10 import UNKNOWN
+from hicd_core.hierarchy.levels import HierarchyPermutation, permute_hierarchy
 
 KNOWN = [  # code, chapter, block, category
     ("I21.4", "IX", "I20-I25", "I21"),
@@ -81,8 +84,97 @@ def test_schemes_for_paper_example() -> None:
 
 
 def test_level_ids_for_unknown_codes() -> None:
+    # normalize_codes keeps no raw string, so an unresolved code has nothing to take prefixes of.
     frame = level_ids(normalize_codes(["XYZ", "I214", None]), "prefix")
     assert frame["G0"].astype(str).tolist() == ["G0:UNK", "G0:I", "G0:UNK"]
+
+
+def test_prefix_scheme_needs_no_ontology() -> None:
+    """Under ``prefix`` a code this release lacks still gets its string prefixes (cohort diagnoses
+    carry ``raw_code``); ICD-9 codes the GEMs cannot map and empty codes stay UNK; the ontology
+    schemes have nothing to say about an unknown code."""
+    raw = ["XYZ12", "I21.4", "E8700", "", "u99.9"]
+    versions = [10, 10, 9, 10, 10]
+    frame = normalize_codes(raw, versions).assign(raw_code=pd.Categorical(raw), icd_version=versions)
+    assert frame["icd10"].isna().tolist() == [True, False, True, True, True]
+    prefix = level_ids(frame, "prefix").astype(str)
+    assert prefix.iloc[0].tolist() == ["G0:X", "G1:XY", "G2:XYZ"]
+    assert prefix.iloc[1].tolist() == ["G0:I", "G1:I2", "G2:I21"]
+    assert prefix.iloc[2].tolist() == ["G0:UNK", "G1:UNK", "G2:UNK"]  # ICD-9: its prefixes are not ICD-10's
+    assert prefix.iloc[3].tolist() == ["G0:UNK", "G1:UNK", "G2:UNK"]
+    assert prefix.iloc[4].tolist() == ["G0:U", "G1:U9", "G2:U99"]  # cleaned (undotted, upper-case)
+    ontology = level_ids(frame, "ontology").astype(str)
+    assert ontology.iloc[0].tolist() == ["G0:UNK", "G1:UNK", "G2:UNK"]
+    assert levels_of_code("XYZ12", "prefix") == ("G0:X", "G1:XY", "G2:XYZ")
+    assert levels_of_code("XYZ12", "graph") == ("G0:UNK", "G1:UNK", "G2:UNK")
+
+
+# ------------------------------------------------------------------------------ permuted hierarchy
+def _units(kind: str = "extended", chapters: tuple[str, ...] = ("IX", "X", "XI")) -> pd.DataFrame:
+    """One row per unit (codes of a few chapters, or categories) with its real tree position."""
+    tree = icd10.tree_frame()
+    rows = tree[(tree["kind"] == kind) | ((kind == "extended") & tree["billable"])]
+    rows = rows[rows["chapter"].isin(chapters)].drop_duplicates("code")
+    rows = rows.rename(columns={"code": "key"})
+    return rows[["key", "chapter", "block", "category"]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("kind", ["extended", "category"])
+def test_permutation_keeps_group_sizes_and_assigns_every_unit(kind: str) -> None:
+    units = _units(kind)
+    permuted = permute_hierarchy(units, seed=3)
+    assert permuted["key"].tolist() == units["key"].tolist()  # the units themselves are untouched
+    assert not permuted[["chapter", "block", "category"]].isna().any().any()
+    assert (permuted[["chapter", "block", "category"]] != UNKNOWN).all().all()
+    for level in ("chapter", "block", "category"):  # every group keeps its number of units
+        assert permuted[level].value_counts().sort_index().equals(units[level].value_counts().sort_index())
+    # Still a tree: each permuted category sits in one block, each block in one chapter, and the path
+    # is the donor's real one.
+    assert (permuted.groupby("category")["block"].nunique() == 1).all()
+    assert (permuted.groupby("block")["chapter"].nunique() == 1).all()
+    real = units.set_index("key")
+    donors = real.loc[permuted["donor"], ["chapter", "block", "category"]].to_numpy()
+    assert (donors == permuted[["chapter", "block", "category"]].to_numpy()).all()
+    assert sorted(permuted["donor"]) == sorted(units["key"])  # a bijection
+
+
+def test_permutation_is_deterministic_and_unlike_the_real_tree() -> None:
+    units = _units()
+    first = permute_hierarchy(units, seed=3)
+    assert first.equals(permute_hierarchy(units, seed=3))
+    shuffled = units.sample(frac=1.0, random_state=1)  # row order does not change who gets what
+    again = permute_hierarchy(shuffled, seed=3).set_index("key").loc[first["key"]].reset_index()
+    assert again[["key", "donor", "category"]].equals(first[["key", "donor", "category"]])
+    other = permute_hierarchy(units, seed=4)
+    assert (other["donor"] != first["donor"]).mean() > 0.99
+    # Different from the real tree at every level (kept only by chance: ~1 / number of groups).
+    for level, most in (("category", 0.05), ("block", 0.1), ("chapter", 0.5)):
+        assert (first[level] == units[level]).mean() < most, level
+
+
+def test_permutation_level_ids_and_round_trip() -> None:
+    """Every scheme's ids come from the donor; the object survives JSON; a unit outside the permuted
+    set (another site's code) gets a deterministic donor from the set; unknown codes stay UNK."""
+    codes = ["I214", "I219", "S72001A", "E119", "J449", "N179"]
+    frame = normalize_codes(codes)
+    units = frame.rename(columns={"icd10": "key"})[["key", "chapter", "block", "category"]].astype(str)
+    permutation = HierarchyPermutation.build(units, seed=0)
+    assert sorted(permutation.donors) == sorted(codes)
+    restored = HierarchyPermutation.from_json(json.loads(json.dumps(permutation.to_json())))
+    assert restored == permutation
+    for scheme in ("ontology", "prefix", "graph"):
+        ids = level_ids(frame, scheme, permutation).astype(str)
+        for row, code in enumerate(codes):
+            assert tuple(ids.iloc[row]) == levels_of_code(permutation.donors[code], scheme)
+        real = level_ids(frame, scheme).astype(str)
+        for level in ("G0", "G1", "G2"):  # the same groups, the same sizes, other members
+            assert sorted(ids[level].value_counts()) == sorted(real[level].value_counts())
+    outside = permutation.donor("K219")
+    assert outside in codes and outside == restored.donor("K219")
+    unknown = normalize_codes(["XYZ"])
+    assert level_ids(unknown, "ontology", permutation).astype(str).iloc[0].tolist() == [
+        "G0:UNK", "G1:UNK", "G2:UNK"]
+    assert HierarchyPermutation.from_json(None) is None
 
 
 @pytest.mark.parametrize(("icd9", "family"), [("41401", "I251"), ("4280", "I509"), ("25000", "E119"),

@@ -399,3 +399,45 @@ def test_bootstrap_ci_matches_a_plain_loop_over_the_same_resamples() -> None:
     assert ci["n_valid"] == len(draws)
     assert np.allclose([ci["ci_low"], ci["ci_high"]], np.quantile(draws, [0.025, 0.975]), atol=1e-12)
     assert ci["value"] == pytest.approx(average_precision_score(y, p))
+
+
+# ------------------------------------------------------------------------------------ calibration
+
+
+def _inflated(n: int, seed: int, odds_factor: float = 9.0):
+    """Calibrated probabilities, and the same with every odds multiplied by ``odds_factor`` -- what a
+    weighted sampler plus pos_weight does to a model (both weights ~ N_neg / N_pos = 3 here)."""
+    rng = np.random.default_rng(seed)
+    true = 1 / (1 + np.exp(-(rng.normal(size=n) * 1.2 - 1.2)))
+    y = (rng.random(n) < true).astype(int)
+    odds = true / (1 - true) * odds_factor
+    return y, true, odds / (1 + odds)
+
+
+def test_platt_recalibration_lowers_brier_and_ece_on_inflated_odds() -> None:
+    y_val, _, raw_val = _inflated(3000, seed=1)
+    y_test, true_test, raw_test = _inflated(3000, seed=2)
+    cal = stats.fit_platt(y_val, raw_val)
+    assert cal["method"] == "platt" and cal["note"] == ""
+    # The inflation is a constant logit shift of log 9: Platt's intercept undoes it, slope ~ 1.
+    assert cal["intercept"] == pytest.approx(-np.log(9.0), abs=0.25)
+    assert cal["slope"] == pytest.approx(1, abs=0.15)
+    fixed = stats.apply_platt(raw_test, cal)
+    before = stats.binary_metrics(y_test, raw_test, 0.5)
+    after = stats.calibration_scores(y_test, fixed)
+    assert after["brier_calibrated"] <= before["brier"] and after["ece_calibrated"] < before["ece"]
+    assert after["brier_calibrated"] == pytest.approx(np.mean((fixed - y_test) ** 2))
+    assert after["brier_calibrated"] < 1.05 * np.mean((true_test - y_test) ** 2)  # near the true risks' Brier
+    assert roc_auc_score(y_test, fixed) == pytest.approx(roc_auc_score(y_test, raw_test))  # monotone
+    assert stats.calibration_scores(y_test, raw_test, suffix="")["brier"] == pytest.approx(before["brier"])
+
+
+def test_platt_edge_cases() -> None:
+    one = stats.fit_platt([1, 1, 1], [0.2, 0.9, 0.5])
+    assert one["method"] == "identity"
+    assert np.allclose(stats.apply_platt([0.2, 0.9], one), [0.2, 0.9])
+    backwards = stats.fit_platt([1, 1, 0, 0, 1, 0], [0.1, 0.2, 0.8, 0.9, 0.15, 0.7])
+    assert backwards["slope"] == 0 and "negative" in backwards["note"]
+    assert np.ptp(stats.apply_platt([0.1, 0.5, 0.99], backwards)) == 0  # prevalence for everyone
+    separable = stats.fit_platt([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])  # Platt's targets keep it finite
+    assert np.isfinite(separable["slope"]) and np.all(np.isfinite(stats.apply_platt([0.0, 1.0], separable)))

@@ -22,6 +22,8 @@ MODEL_COLOURS = {"bert": "#1F77B4", "graph": "#D62728"}
 METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "macro_f1": "macro-F1"}
 #: Label of every overlay of the published numbers (they come from real MIMIC-IV / eICU data).
 PAPER_LABEL = "paper (MIMIC-IV/eICU)"
+#: Heatmap mark of a comparison that is never starred (a run of it has a degenerate threshold).
+UNSTARRED_MARK = "†"
 #: x-axis order of every level chart: none, G0, G1, G2, G0+G1, G0+G2, G1+G2, all.
 SETTING_TICKS = [s.label for s in SETTINGS]
 LEVEL_ORDER_CAPTION = ("x axis: the 8 hierarchy settings in the paper's order: none (the flat model), "
@@ -114,29 +116,35 @@ def delta_heatmap_figure(cells: pd.DataFrame, metric: str, alpha: float = 0.05,
     """Difference to the flat model per (row, setting), ``*`` where ``p < alpha``.
 
     ``cells``: columns ``row`` (e.g. ``HICD-BERT``), ``setting`` (a non-flat key), ``delta`` and
-    ``p`` (already the corrected or the raw p-value, whichever the user picked).
+    ``p`` (already the corrected or the raw p-value, whichever the user picked); optional
+    ``markable`` (False: never starred, marked :data:`UNSTARRED_MARK` instead, e.g. a macro-F1
+    comparison with a degenerate-threshold run) and ``note`` (the reason, shown on hover).
     """
     settings = [s for s in SETTINGS if not s.is_flat]
     rows = list(dict.fromkeys(cells["row"]))
     z = np.full((len(rows), len(settings)), np.nan)
     p = np.full_like(z, np.nan)
+    markable = np.ones(z.shape, dtype=bool)
+    notes = np.full(z.shape, "", dtype=object)
     for cell in cells.itertuples():
         if cell.setting in settings:
-            z[rows.index(cell.row), settings.index(cell.setting)] = cell.delta
-            p[rows.index(cell.row), settings.index(cell.setting)] = cell.p
+            at = rows.index(cell.row), settings.index(cell.setting)
+            z[at], p[at] = cell.delta, cell.p
+            markable[at] = bool(getattr(cell, "markable", True))
+            notes[at] = str(getattr(cell, "note", "") or "")
     text = np.full(z.shape, "", dtype=object)
     for i, j in np.ndindex(z.shape):
         if np.isfinite(z[i, j]):
             mark = "*" if np.isfinite(p[i, j]) and p[i, j] < alpha else ""
-            text[i, j] = f"{z[i, j]:+.3f}{mark}"
+            text[i, j] = f"{z[i, j]:+.3f}{mark if markable[i, j] else UNSTARRED_MARK}"
     limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
     label = METRIC_LABELS.get(metric, metric)
     figure = go.Figure(go.Heatmap(
         z=z, x=[Setting(s).label for s in settings], y=rows, text=text, texttemplate="%{text}",
-        customdata=p, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+        customdata=p, hovertext=notes, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
         colorbar={"title": {"text": f"Δ {label}"}},
         hovertemplate=f"%{{y}} %{{x}}<br>Δ {label} vs flat %{{z:+.4f}}<br>{p_label} %{{customdata:.3g}}"
-                      "<extra></extra>"))
+                      "<br>%{hovertext}<extra></extra>"))
     figure.update_layout(height=120 + 45 * len(rows), margin={"t": 10, "l": 10, "r": 10, "b": 10},
                          xaxis_title="hierarchy setting (minus flat)")
     figure.update_yaxes(autorange="reversed")

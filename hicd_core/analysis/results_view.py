@@ -1,5 +1,6 @@
 """The tables behind the results pages (level ablation, transfer, overview): per-setting curves
-with intervals, difference-to-flat heatmap cells, the numbers table and the paper's values.
+with intervals, difference-to-flat heatmap cells and table across seeds (the headline), the per-run
+numbers table (per-seed detail) and the paper's values.
 
 Pure functions of the report's frames (:mod:`hicd_core.experiments.report`): the app caches and
 draws them, tests call them directly.
@@ -74,29 +75,62 @@ def curve_table(results: pd.DataFrame, evaluation: str, metric: str,
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
+#: The columns of :func:`delta_cells`.
+CELL_COLUMNS = ("row", "setting", "delta", "p", "p_raw", "p_holm", "ci_low", "ci_high", "n_seeds", "method",
+                "markable", "note")
+
+
+def seeds_label(n_seeds: int) -> str:
+    return f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+
+
 def delta_cells(comparison: pd.DataFrame, evaluation: str | None, metric: str, corrected: bool
                 ) -> pd.DataFrame:
-    """Heatmap cells: mean difference to flat over seeds and the largest (most cautious) p-value.
+    """Heatmap cells: the across-seed difference to flat (:func:`report.across_seeds`, the seed as
+    the unit; one seed: that seed's DeLong / bootstrap, ``method`` says which) with its interval.
 
     ``p`` is the Holm-corrected p when ``corrected``, else the raw one; ``p_raw`` and ``p_holm``
-    carry both, so a table showing both needs one call. ``evaluation=None`` takes every evaluation,
-    one row per model and evaluation (the overview).
+    carry both, so a table showing both needs one call. ``markable`` is False where a star would
+    mislead (macro-F1 with a degenerate-threshold run; ``note`` says why). ``evaluation=None`` takes
+    every evaluation, one row per model and evaluation (the overview). Row labels say how many seeds.
     """
-    columns = ["row", "setting", "delta", "p", "p_raw", "p_holm"]
-    if comparison.empty:
+    columns = list(CELL_COLUMNS)
+    if comparison.empty or f"delta_{metric}" not in comparison:
         return pd.DataFrame(columns=columns)
     part = comparison if evaluation is None else comparison[comparison["evaluation"] == evaluation]
-    if part.empty or f"delta_{metric}" not in part:
+    table = report.across_seeds(part)
+    if table.empty:
         return pd.DataFrame(columns=columns)
-    grouped = part.groupby(["model", "evaluation", "setting"], as_index=False).agg(
-        delta=(f"delta_{metric}", "mean"), p_raw=(f"p_{metric}", "max"),
-        p_holm=(f"p_{metric}_holm", "max"), seeds=("seed", "nunique"))
-    grouped["p"] = grouped["p_holm"] if corrected else grouped["p_raw"]
-    grouped["row"] = [model_name(m) + (f" · {e}" if evaluation is None else "")
-                      + (f" ({n} seeds)" if n > 1 else "")
-                      for m, e, n in zip(grouped["model"], grouped["evaluation"], grouped["seeds"],
-                                         strict=True)]
-    return grouped[columns]
+    cells = pd.DataFrame({
+        "setting": table["setting"], "delta": table[f"delta_{metric}"], "p_raw": table[f"p_{metric}"],
+        "p_holm": table[f"p_{metric}_holm"], "ci_low": table[f"delta_{metric}_ci_low"],
+        "ci_high": table[f"delta_{metric}_ci_high"], "n_seeds": table["n_seeds"],
+        "method": table[f"method_{metric}"],
+        "markable": ~table["degenerate_threshold"] if metric == "macro_f1" else True,
+        "note": table["note"] if metric == "macro_f1" else ""})
+    cells["p"] = cells["p_holm"] if corrected else cells["p_raw"]
+    seeds = table.groupby(["model", "evaluation"])["n_seeds"].transform("max")
+    cells["row"] = [model_name(m) + (f" · {e}" if evaluation is None else "") + f" ({seeds_label(n)})"
+                    for m, e, n in zip(table["model"], table["evaluation"], seeds, strict=True)]
+    return cells[columns].reset_index(drop=True)
+
+
+def across_seed_table(comparison: pd.DataFrame, evaluation: str, metric: str) -> pd.DataFrame:
+    """The across-seed result as a table for one evaluation and metric: per model and setting the mean
+    difference to flat, its 95% interval, raw and Holm p, the seeds it rests on and the method."""
+    columns = ["model", "setting", "seeds", "delta", "ci_low", "ci_high", "p", "Holm p", "method", "note"]
+    if comparison.empty or f"delta_{metric}" not in comparison:
+        return pd.DataFrame(columns=columns)
+    table = report.across_seeds(comparison[comparison["evaluation"] == evaluation])
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    out = pd.DataFrame({
+        "model": table["model"].map(model_name), "setting": table["setting_label"], "seeds": table["n_seeds"],
+        "delta": table[f"delta_{metric}"], "ci_low": table[f"delta_{metric}_ci_low"],
+        "ci_high": table[f"delta_{metric}_ci_high"], "p": table[f"p_{metric}"],
+        "Holm p": table[f"p_{metric}_holm"], "method": table[f"method_{metric}"],
+        "note": table["note"] if metric == "macro_f1" else ""})
+    return out[columns]
 
 
 @functools.cache
@@ -117,16 +151,24 @@ def paper_values(evaluation: str, metric: str) -> pd.DataFrame:
 
 def numbers_table(results: pd.DataFrame, comparison: pd.DataFrame, evaluation: str, metric: str
                   ) -> pd.DataFrame:
-    """Per run: the metric, its difference to flat and both p-values (raw and Holm).
+    """Per run (the per-seed detail): the metrics, calibration, its difference to flat and both
+    p-values of that seed's test (raw and Holm), and the degenerate-threshold note.
 
-    ``results`` is :func:`report.results`, already in (model, evaluation, seed, setting) order; the
-    left merge keeps that order."""
+    Brier and ECE come twice, labelled: ``brier_calibrated`` / ``ece_calibrated`` (Platt-recalibrated
+    on validation; NaN for runs stored before recalibration) and ``brier_uncalibrated`` /
+    ``ece_uncalibrated`` (the paper recipe's raw probabilities). ``results`` is
+    :func:`report.results`, already in (model, evaluation, seed, setting) order; the left merge keeps
+    that order."""
     part = results[results["evaluation"] == evaluation]
-    columns = ["model", "setting", "setting_label", "seed", "auroc", "auprc", "macro_f1", "n", "n_pos"]
-    table = part[columns].copy()
+    columns = ["model", "setting", "setting_label", "seed", "auroc", "auprc", "macro_f1",
+               "brier_calibrated", "ece_calibrated", "brier", "ece", "predicted_positive_rate",
+               "degenerate_threshold", "n", "n_pos"]
+    table = part[[c for c in columns if c in part]].rename(
+        columns={"brier": "brier_uncalibrated", "ece": "ece_uncalibrated"})
     if not comparison.empty and f"delta_{metric}" in comparison:
         cmp = comparison[comparison["evaluation"] == evaluation][
-            ["model", "seed", "setting", f"delta_{metric}", f"p_{metric}", f"p_{metric}_holm"]]
+            ["model", "seed", "setting", f"delta_{metric}", f"p_{metric}", f"p_{metric}_holm"]
+            + (["note"] if "note" in comparison and metric == "macro_f1" else [])]
         table = table.merge(cmp, on=["model", "seed", "setting"], how="left")
     return table.reset_index(drop=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hicd_core.experiments.runstore import RunStore
@@ -38,3 +38,36 @@ def positive_int(option: str):
             raise argparse.ArgumentTypeError(f"{option} must be at least 1, got {value}")
         return value
     return parse
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every missing or non-finite number as None and numpy / pandas scalars as Python's."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    try:
+        if pd.isna(value):  # pd.NA, pd.NaT
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def strict_json(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259) for ``--json`` outputs: NaN and infinities become ``null``, never the
+    ``NaN`` tokens Python's json writes by default, which jq and JavaScript reject."""
+    import json
+
+    return json.dumps(_json_ready(value), indent=indent, allow_nan=False)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from hicd_core.cli.common import CliError
+from hicd_core.cli.common import CliError, strict_json
 from hicd_core.cohort.schema import SOURCES
 
 
@@ -46,7 +45,7 @@ def run_synth(args: argparse.Namespace) -> int:
     else:
         summary = write_synthetic(Path(args.out), seed=args.seed, scale=args.scale,
                                   hierarchy_signal=args.hierarchy_signal)
-    print(json.dumps(summary, indent=2, default=str))
+    print(strict_json(summary))
     return 0
 
 
@@ -58,7 +57,7 @@ def run_cohort(args: argparse.Namespace) -> int:
     cohort = load_cohort(args.source, args.path, split_seed=args.split_seed)
     summary = cohort_summary(cohort)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(strict_json(summary))
         return 0
     label = "SYNTHETIC " if summary["synthetic"] else ""
     print(f"{label}{summary['site']} cohort  "

@@ -8,8 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from hicd_core.cli.common import add_store_options, open_store
-from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, load_preset, parse_list, parse_seeds
-from hicd_core.hierarchy.levels import Setting
+from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, SweepPreset, load_preset, parse_list, parse_seeds
+from hicd_core.hierarchy.levels import HIERARCHIES, Setting
+
+
+def _own_store_name(signal: float | None) -> str | None:
+    """A store holds one source cohort, so synthetic data with another hierarchy_signal than the
+    default (the null control's 0 included) goes to a store of its own unless one is named:
+    ``null`` for signal 0, else ``signal<s>``."""
+    from hicd_core.synthetic import DEFAULT_HIERARCHY_SIGNAL
+
+    if signal is None or signal == DEFAULT_HIERARCHY_SIGNAL:
+        return None
+    return "null" if signal == 0 else f"signal{signal:g}"
 
 
 class _Bars:
@@ -62,11 +73,10 @@ def _workers(value: str) -> int | str:
     return int(value)
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    from hicd_core.experiments.sweep import Sweep, expected_runs, resolve_cohorts
-
+def preset_from_args(args: argparse.Namespace) -> SweepPreset:
+    """The preset ``--preset`` names, with every other option's override applied (checked)."""
     preset = load_preset(args.preset)
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.models is not None:
         overrides["models"] = parse_list(args.models, MODELS, "model")
     if args.settings is not None:
@@ -81,13 +91,39 @@ def run_sweep(args: argparse.Namespace) -> int:
         overrides["cohort"] = args.cohort
     if args.target is not None:
         overrides["target"] = args.target
-    preset = preset.with_overrides(**overrides)
-    cohorts = resolve_cohorts(preset.cohort, preset.target, preset.synthetic_patients)
+    if args.bert_scheme is not None:
+        overrides["schemes"] = {**preset.schemes, "bert": args.bert_scheme}
+    if args.mask_hierarchy:
+        overrides["mask_hierarchy"] = True
+    if args.hierarchy is not None:
+        overrides["hierarchies"] = parse_list(args.hierarchy, HIERARCHIES, "hierarchy")
+    if args.hierarchy_signal is not None:
+        overrides["hierarchy_signal"] = args.hierarchy_signal
+    return preset.with_overrides(**overrides)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from hicd_core.experiments.sweep import Sweep, expected_runs, resolve_cohorts
+
+    preset = preset_from_args(args)
+    cohorts = resolve_cohorts(preset.cohort, preset.target, preset.synthetic_patients,
+                              preset.hierarchy_signal)
     specs = expected_runs(preset, cohorts, args.device)
+    own = _own_store_name(preset.hierarchy_signal)
+    if not args.store and args.store_name == "default" and own:
+        args.store_name = own
     store = open_store(args)
     done = sum(store.is_finished(run_id) for run_id in specs)
     print(f"preset {preset.name}: {len(specs)} runs ({done} already finished) on {cohorts.source.label}"
           + (f" -> {cohorts.target.label}" if cohorts.target is not None else "") + f"\nstore: {store.root}")
+    variants = [f"HICD-BERT levels: {preset.schemes.get('bert', 'ontology')}"
+                + (" (mask-hierarchy MLM)" if preset.mask_hierarchy else "")]
+    if "permuted" in preset.hierarchies:
+        variants.append("permuted-hierarchy control: " + ", ".join(preset.hierarchies))
+    if cohorts.source.synthetic:
+        signal = (cohorts.source.meta.get("synthetic_params") or {}).get("hierarchy_signal")
+        variants.append(f"SYNTHETIC data, hierarchy_signal {signal} (share of outcome risk in the hierarchy)")
+    print("; ".join(variants))
     bars = _Bars() if not args.quiet else None
     status = None
     if args.status_file:
@@ -117,7 +153,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="run the level-ablation sweep (resumable)")
-    sweep.add_argument("--preset", default="default", help="default | paper | tiny | PATH.json")
+    sweep.add_argument("--preset", default="default",
+                       help="default | paper | tiny | null | control | PATH.json (null: the default design "
+                            "on synthetic data with hierarchy_signal 0, in the store 'null' unless --store "
+                            "or --store-name is given; control: default plus the permuted-hierarchy control)")
     sweep.add_argument("--cohort", help="synthetic | mimic-iv:PATH | mimic-iii:PATH | meds:PATH "
                                         "(default: the preset's, synthetic)")
     sweep.add_argument("--target", help="eicu:PATH | none (default: the preset's; the synthetic target)")
@@ -126,6 +165,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--tasks", help=f"comma list of {','.join(SOURCE_TASKS)} (default: the preset's)")
     sweep.add_argument("--seeds", help="comma list of integers, e.g. 0,1,2")
     sweep.add_argument("--no-transfer", action="store_true", help="skip the transfer probes")
+    sweep.add_argument("--bert-scheme", choices=["ontology", "prefix"],
+                       help="HICD-BERT's level scheme (default: the preset's; default/tiny/null/control: "
+                            "ontology = chapter/block/category, paper: prefix = 1/2/3-character prefixes, "
+                            "what the paper's HICD-BERT uses)")
+    sweep.add_argument("--mask-hierarchy", action="store_true",
+                       help="HICD-BERT MLM hides the level ids of masked codes (leak-free objective); the "
+                            "paper's default keeps them visible")
+    sweep.add_argument("--hierarchy", help="comma list of real,permuted: the tree(s) the hierarchical "
+                                           "settings train on (permuted = the permuted-hierarchy control; "
+                                           "the flat runs are shared)")
+    sweep.add_argument("--hierarchy-signal", type=float,
+                       help="synthetic cohort only: the data's share of outcome risk in the hierarchy, "
+                            "0..1 (default: the preset's; the generator's 0.7)")
     sweep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sweep.add_argument("--workers", type=_workers, default="auto",
                        help="processes running groups of runs in parallel: auto (CPU: one per core, at "

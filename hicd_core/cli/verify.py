@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from hicd_core.cli.common import CliError, add_store_options, open_store
+from hicd_core.cli.common import CliError, add_store_options, open_store, strict_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +24,8 @@ def run_verify(args: argparse.Namespace) -> int:
     finished = len(store.finished_runs())
     damaged = problems[problems["what"] != "results table"]
     if args.json:
-        print(json.dumps({"store": str(store.root), "verified_runs": finished,
-                          "problems": problems.to_dict(orient="records")}, indent=2))
+        print(strict_json({"store": str(store.root), "verified_runs": finished,
+                           "problems": problems.to_dict(orient="records")}))
     else:
         print(f"run store {store.root}: {finished} run(s) verify")
         for row in problems.itertuples():

@@ -1,10 +1,12 @@
 """Adapters that give the sweep one interface over HICD-BERT and HICD-Graph.
 
 ``prepare`` does the task-independent part once per (setting, seed) -- HICD-BERT's MLM pretraining,
-HICD-Graph's graph + GCN -- and ``train`` fine-tunes one task from it. Both trained models expose
-``predict``, ``encode``, ``save`` and ``threshold``; ``embeddings`` returns the code embeddings the
-analysis uses (HICD-BERT: code embedding plus its enabled hierarchy embeddings; HICD-Graph: GCN
-node embeddings of code nodes).
+HICD-Graph's graph + GCN -- and ``train`` fine-tunes one task from it. ``hierarchy="permuted"`` (the
+permuted-hierarchy control, permutation seeded with the run's seed) reaches both models' level ids
+there; ``mask_hierarchy`` is HICD-BERT's leak-free MLM (HICD-Graph has no MLM and ignores it).
+Both trained models expose ``predict``, ``encode``, ``save`` and ``threshold``; ``embeddings``
+returns the code embeddings the analysis uses (HICD-BERT: code embedding plus its enabled hierarchy
+embeddings; HICD-Graph: GCN node embeddings of code nodes).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class BertFamily:
     name = "bert"
 
     def prepare(self, cohort: Cohort, setting: Setting, *, seed: int, preset: str, scheme: str, device: str,
-                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
+                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None,
+                hierarchy: str = "real", mask_hierarchy: bool = False) -> Any:
         from hicd_core.models.bert import PRESETS
         from hicd_core.models.bert_train import load_pretrained, pretrain_mlm
         from hicd_core.models.common import ArtifactError
@@ -49,7 +52,7 @@ class BertFamily:
                 pass  # stale or damaged: retrain below and overwrite
         result = pretrain_mlm(cohort, setting, scheme=scheme, preset=preset, seed=seed,
                               device=device, epochs=_scaled(PRESETS[preset].pretrain_epochs, epochs_scale),
-                              progress=progress)
+                              progress=progress, hierarchy=hierarchy, mask_hierarchy=mask_hierarchy)
         if shared_dir is not None:
             result.save(shared_dir)
         return result
@@ -83,10 +86,11 @@ class GraphFamily:
                        max_epochs=_scaled(config.max_epochs, epochs_scale))
 
     def prepare(self, cohort: Cohort, setting: Setting, *, seed: int, preset: str, scheme: str, device: str,
-                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None) -> Any:
+                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None,
+                hierarchy: str = "real", mask_hierarchy: bool = False) -> Any:
         from hicd_core.models.graph_train import build_graph, train_gcn
 
-        graph = build_graph(cohort, setting)
+        graph = build_graph(cohort, setting, hierarchy=hierarchy, permutation_seed=seed)
         # The GCN is cheap relative to the patient transformer and deterministic given the seed, so
         # it is recomputed after a restart rather than persisted on its own.
         return train_gcn(graph, seed=seed, device=device, progress=progress,

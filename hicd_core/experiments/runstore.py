@@ -8,7 +8,9 @@ Layout under the store root (``$HICD_DATA_DIR/runs/<name>`` by default)::
         manifest.json               size + sha256 of every file below, written last (checksums.py)
         run.json                    the RunSpec, cohort fingerprints, code-set year, versions, timings
         metrics.json                test-split metrics (+ threshold, validation metrics)
-        predictions.parquet         per-sample test predictions (sample_id, patient_id, label, prob)
+        predictions.parquet         per-sample test predictions (sample_id, patient_id, label, prob =
+                                    the raw model output; prob_calibrated = Platt-recalibrated on validation,
+                                    absent in runs written before recalibration existed)
         model/                      the model artifact (config.json + model.safetensors + metrics.json)
         embeddings.npy, embedding_codes.json, umap.npy   code embeddings and their 2-D map
     shared/<key>/                   reusable pretraining (HICD-BERT MLM encoder, HICD-Graph GCN)
@@ -207,15 +209,28 @@ class RunStore:
         return pd.read_parquet(io.BytesIO(read_verified(self.run_dir(run_id), PREDICTIONS_FILE)))
 
     def results_table(self) -> pd.DataFrame:
-        """One row per finished run: spec fields, test metrics, timings and provenance."""
+        """One row per finished run: spec fields, test metrics, timings and provenance.
+
+        ``brier`` / ``ece`` are of the raw (uncalibrated) probabilities, the paper recipe's;
+        ``brier_calibrated`` / ``ece_calibrated`` of the Platt-recalibrated ones (NaN for runs written
+        before recalibration existed). ``degenerate_threshold`` flags a run whose validation-chosen
+        threshold puts every test sample on one side (predicted-positive rate 0 or 1): its macro-F1
+        is that of a constant classifier.
+        """
         rows = []
         for run in self.finished_runs():
             metrics = run.get("metrics", {})
             test = metrics.get("test", {})
+            predicted = test.get("predicted_positive_rate")
             rows.append({
                 "run_id": run["run_id"], **run["spec"],
                 **{k: test.get(k) for k in ("auroc", "auprc", "positive_rate", "macro_f1", "brier", "ece",
                                             "n", "n_pos")},
+                "brier_calibrated": test.get("brier_calibrated", float("nan")),
+                "ece_calibrated": test.get("ece_calibrated", float("nan")),
+                "calibration": metrics.get("calibration", {}).get("method", "none"),
+                "predicted_positive_rate": predicted,
+                "degenerate_threshold": predicted is not None and predicted in (0, 1),
                 "threshold": metrics.get("threshold"),
                 "val_auroc": metrics.get("validation", {}).get("auroc"),
                 "train_seconds": run.get("seconds"), "source_fingerprint": run.get("source_fingerprint"),

@@ -4,6 +4,12 @@ A run is one (model family, hierarchy setting, task, seed) trained on one cohort
 probe of such a run onto the target site. Its id combines a readable prefix with a hash of
 everything that changes its result (config, cohort fingerprint, code version), so a finished run is
 never redone and a changed config or cohort never reuses a stale run.
+
+Run-id rules for the variants (``RunSpec.hierarchy``, ``RunSpec.mask_hierarchy``): a field at its
+default is left out of the hash, so every run stored before these fields existed keeps its id; a
+permuted-hierarchy run gets ``-permuted`` in its prefix and its own hash. The flat setting has no
+hierarchy, so it is one run under both trees and with or without hierarchy masking (the spec
+normalises it to ``real`` / unmasked, same id); ``mask_hierarchy`` only exists for HICD-BERT.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 from hicd_core import CODE_VERSION
 from hicd_core.hierarchy import SETTINGS, Setting
+from hicd_core.hierarchy.levels import HIERARCHIES
 from hicd_core.runtime import stable_hash
 
 MODELS = ("bert", "graph")
@@ -22,12 +29,16 @@ MODELS = ("bert", "graph")
 DEFAULT_TASKS = ("readmission_30d", "emergency_next")
 SOURCE_TASKS = (*DEFAULT_TASKS, "readmission_30d_excl_deaths")
 TRANSFER_TASK = "icu_readmission"
+#: RunSpec fields added after runs were stored: left out of the run key at these defaults.
+_KEY_DEFAULTS = {"hierarchy": "real", "mask_hierarchy": False}
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One run. ``kind`` is ``task`` (train + test on the source site) or ``transfer`` (frozen encoder
-    from the source-site ``task`` run, logistic-regression probe on the target site's ``target_task``)."""
+    from the source-site ``task`` run, logistic-regression probe on the target site's ``target_task``).
+    ``hierarchy`` is ``real`` or ``permuted`` (the permuted-hierarchy control, permutation seeded with
+    ``seed``); ``mask_hierarchy`` is HICD-BERT's leak-free MLM (level ids hidden at [MASK])."""
 
     model: str
     setting: Setting
@@ -39,13 +50,25 @@ class RunSpec:
     target_task: str | None = None
     encoder: str = "finetuned"  # transfer: 'finetuned' task encoder, or 'mlm' (HICD-BERT only)
     epochs_scale: float = 1.0
+    hierarchy: str = "real"
+    mask_hierarchy: bool = False
 
     def __post_init__(self) -> None:
         # run.json stores the plain key; a spec read back from it gets the Setting again.
         object.__setattr__(self, "setting", Setting(self.setting))
+        if self.hierarchy not in HIERARCHIES:
+            raise ValueError(f"hierarchy must be one of {', '.join(HIERARCHIES)}, got {self.hierarchy!r}")
+        # No hierarchy embedding to permute or mask: the same experiment, so the same run.
+        if self.setting.is_flat:
+            object.__setattr__(self, "hierarchy", "real")
+        if self.setting.is_flat or self.model != "bert":
+            object.__setattr__(self, "mask_hierarchy", False)
+
+    def _key_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in _KEY_DEFAULTS or v != _KEY_DEFAULTS[k]}
 
     def key(self, source_fingerprint: str, target_fingerprint: str | None = None) -> str:
-        parts = [asdict(self), source_fingerprint, CODE_VERSION]
+        parts = [self._key_fields(), source_fingerprint, CODE_VERSION]
         if self.kind == "transfer":
             parts.append(target_fingerprint)
         return stable_hash(*parts)[:10]
@@ -56,12 +79,17 @@ class RunSpec:
             prefix = f"transfer-{self.model}-{self.setting}-{self.task}-to-{self.target_task}-s{self.seed}"
             if self.encoder != "finetuned":
                 prefix += f"-{self.encoder}"
+        prefix += "-permuted" if self.hierarchy == "permuted" else ""
+        prefix += "-maskh" if self.mask_hierarchy else ""
         return f"{prefix}-{self.key(source_fingerprint, target_fingerprint)}"
 
     @property
-    def shared_key(self) -> tuple[str, Setting, int, str, str, float]:
-        """Runs with the same shared key reuse one pretraining (HICD-BERT MLM / HICD-Graph GCN)."""
-        return (self.model, self.setting, self.seed, self.preset, self.scheme, self.epochs_scale)
+    def shared_key(self) -> tuple:
+        """Runs with the same shared key reuse one pretraining (HICD-BERT MLM / HICD-Graph GCN); the
+        variant fields join it only when set, so existing shared folders keep their names."""
+        base = (self.model, self.setting, self.seed, self.preset, self.scheme, self.epochs_scale)
+        extra = tuple(f"{k}={v}" for k, v in self._key_fields().items() if k in _KEY_DEFAULTS)
+        return base + extra
 
 
 @dataclass(frozen=True)
@@ -69,9 +97,12 @@ class SweepPreset:
     """A named bundle of runs. ``model_preset`` picks model sizes (``auto``: paper on CUDA, cpu otherwise);
     ``schemes`` maps model family to level scheme; ``cohort`` and ``target`` name the data
     (``synthetic``, ``mimic-iv:PATH``, ``mimic-iii:PATH``, ``meds:PATH``; ``eicu:PATH`` or ``none``;
-    the CLI's ``--cohort`` and ``--target`` override them). A preset round-trips through JSON
-    (:meth:`to_json`, :func:`load_preset`), which is how the app hands a sweep to its background
-    process.
+    the CLI's ``--cohort`` and ``--target`` override them). ``hierarchies`` lists the trees the
+    hierarchical settings train on (``real``, ``permuted``: the permuted-hierarchy control);
+    ``mask_hierarchy`` switches HICD-BERT to the leak-free MLM; ``hierarchy_signal`` picks the
+    synthetic data's share of outcome risk in the hierarchy (None: the generator's 0.7; only with the
+    synthetic cohort). A preset round-trips through JSON (:meth:`to_json`, :func:`load_preset`), which
+    is how the app hands a sweep to its background process.
     """
 
     name: str
@@ -88,6 +119,9 @@ class SweepPreset:
     cohort: str = "synthetic"
     target: str | None = None  # None: the synthetic target with a synthetic cohort, else no target
     description: str = ""
+    hierarchies: tuple[str, ...] = ("real",)
+    mask_hierarchy: bool = False
+    hierarchy_signal: float | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists and plain keys; the preset always holds checked tuples and Settings, and
@@ -96,13 +130,20 @@ class SweepPreset:
             object.__setattr__(self, key, value)
 
     def runs(self, model_preset: str) -> list[RunSpec]:
-        """Task runs first (in paper table order), then transfer probes that depend on them."""
-        runs = [RunSpec(model=m, setting=s, task=t, seed=seed, preset=model_preset,
-                        scheme=self.schemes.get(m, "ontology"), epochs_scale=self.epochs_scale)
-                for seed in self.seeds for m in self.models for t in self.tasks for s in self.settings]
-        if self.transfer and self.transfer_from in self.tasks:
-            runs += [replace(r, kind="transfer", target_task=TRANSFER_TASK)
-                     for r in runs if r.task == self.transfer_from]
+        """Seed-major: every run of the first seed (task runs in paper table order, real tree first,
+        then the transfer probes that read them) before any run of the next seed, so a complete
+        one-seed picture comes first and later seeds tighten it."""
+        runs: list[RunSpec] = []
+        for seed in self.seeds:
+            tasks = list(dict.fromkeys(  # the flat run is one run under every tree (RunSpec)
+                RunSpec(model=m, setting=s, task=t, seed=seed, preset=model_preset,
+                        scheme=self.schemes.get(m, "ontology"), epochs_scale=self.epochs_scale,
+                        hierarchy=h, mask_hierarchy=self.mask_hierarchy)
+                for h in self.hierarchies for m in self.models for t in self.tasks for s in self.settings))
+            runs += tasks
+            if self.transfer and self.transfer_from in self.tasks:
+                runs += [replace(r, kind="transfer", target_task=TRANSFER_TASK)
+                         for r in tasks if r.task == self.transfer_from]
         return runs
 
     def with_overrides(self, **overrides) -> SweepPreset:
@@ -146,7 +187,8 @@ def _checked_fields(preset: SweepPreset) -> dict[str, Any]:
             raise fail(key, f"has {', '.join(map(repr, bad)) or 'nothing'}; choose from {', '.join(allowed)}")
         return tuple(value)
 
-    out: dict[str, Any] = {"models": choices("models", MODELS), "tasks": choices("tasks", SOURCE_TASKS)}
+    out: dict[str, Any] = {"models": choices("models", MODELS), "tasks": choices("tasks", SOURCE_TASKS),
+                           "hierarchies": choices("hierarchies", HIERARCHIES)}
     if not is_list(preset.settings):
         raise fail("settings", f"must be a non-empty list of keys like '011', got {preset.settings!r}")
     try:
@@ -177,18 +219,39 @@ def _checked_fields(preset: SweepPreset) -> dict[str, Any]:
             raise fail(key, f"must be a non-empty string, got {getattr(preset, key)!r}")
     if preset.target is not None and (not isinstance(preset.target, str) or not preset.target.strip()):
         raise fail("target", f"must be null, 'none' or 'eicu:PATH', got {preset.target!r}")
+    if not isinstance(preset.mask_hierarchy, bool):
+        raise fail("mask_hierarchy", f"must be true or false, got {preset.mask_hierarchy!r}")
+    signal = preset.hierarchy_signal
+    if signal is not None and (isinstance(signal, bool) or not isinstance(signal, int | float)
+                               or not 0 <= signal <= 1):
+        raise fail("hierarchy_signal", f"must be null or a number in [0, 1], got {signal!r}")
     return out
 
 
+#: The default bundle's seeds: training-seed variance is as large as the effects, so the headline
+#: comparison is across seeds (runs are seed-major, so seed 0's complete picture comes first).
+DEFAULT_SEEDS = (0, 1, 2)
+
 PRESETS: dict[str, SweepPreset] = {
     "default": SweepPreset(
-        name="default",
+        name="default", seeds=DEFAULT_SEEDS,
         description="The bundle the app shows: 8 settings x HICD-BERT and HICD-Graph x readmission_30d and "
-                    "emergency_next, plus eICU-layout transfer, one seed, on the synthetic default."),
+                    "emergency_next, plus eICU-layout transfer, three seeds (seed-major), on the "
+                    "synthetic default. HICD-BERT uses the ontology level scheme."),
     "paper": SweepPreset(
-        name="paper", model_preset="paper", seeds=(0, 1, 2),
-        description="Paper-size models (HICD-BERT d=512, 6 layers; GCN 400 epochs), three seeds: "
-                    "meant for a GPU and a real MIMIC-IV / eICU copy."),
+        name="paper", model_preset="paper", seeds=(0, 1, 2), schemes={"bert": "prefix", "graph": "graph"},
+        description="Paper-size models (HICD-BERT d=512, 6 layers, prefix levels as in the paper; GCN 400 "
+                    "epochs, 15 transformer epochs without early stop), three seeds: meant for a GPU and "
+                    "a real MIMIC-IV / eICU copy."),
+    "null": SweepPreset(
+        name="null", seeds=DEFAULT_SEEDS, hierarchy_signal=0.0,
+        description="Control: the default design on synthetic data generated with hierarchy_signal 0 "
+                    "(no outcome risk in the hierarchy), so any 'significant' gain is a false positive."),
+    "control": SweepPreset(
+        name="control", seeds=DEFAULT_SEEDS, hierarchies=("real", "permuted"),
+        description="Control: the default bundle plus every hierarchical setting trained on a permuted "
+                    "hierarchy (codes shuffled between groups, group sizes kept; the flat runs are "
+                    "shared). Works with any --cohort."),
     "tiny": SweepPreset(
         name="tiny", tasks=("readmission_30d",), epochs_scale=0.34, synthetic_patients=1500,
         description="A seconds-scale smoke bundle for tests and first runs: all 8 settings, both "

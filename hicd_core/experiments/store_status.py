@@ -129,9 +129,12 @@ def missing_summary(listing: pd.DataFrame) -> str:
     if todo.empty:
         return ""
     parts = []
-    for (model, task, kind), group in todo.groupby(["model", "task", "kind"], sort=True):
+    tree = (todo["hierarchy"].fillna("real") if "hierarchy" in todo else pd.Series("real", index=todo.index))
+    for (model, task, kind, hierarchy), group in todo.assign(_tree=tree).groupby(
+            ["model", "task", "kind", "_tree"], sort=True):
         labels = sorted(set(group["setting"]), key=setting_rank)
-        what = f"{model} {task}" + (" transfer" if kind == "transfer" else "")
+        what = (f"{model} {task}" + (" transfer" if kind == "transfer" else "")
+                + (" (permuted hierarchy)" if hierarchy == "permuted" else ""))
         parts.append(f"{what}: {', '.join(Setting(s).label for s in labels)}")
     return "; ".join(parts[:6]) + (f" (+{len(parts) - 6} more groups)" if len(parts) > 6 else "")
 
@@ -154,7 +157,8 @@ def extension_preset(store: RunStore, info: dict, default_bundle: bool, *, model
     if specs:
         first = specs[0]
         schemes = {spec["model"]: spec["scheme"] for spec in specs}
-        fields |= {"model_preset": first["preset"], "epochs_scale": first["epochs_scale"], "schemes": schemes}
+        fields |= {"model_preset": first["preset"], "epochs_scale": first["epochs_scale"], "schemes": schemes,
+                   "mask_hierarchy": any(spec.get("mask_hierarchy", False) for spec in specs)}
     has_transfer = any(run["spec"]["kind"] == "transfer" for run in runs)
     fields["transfer"] = bool(has_transfer and info.get("target_path"))
     if info.get("source_path"):

@@ -39,7 +39,7 @@ from hicd_core.cohort.store import read_cohort
 from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
 from hicd_core.experiments.spec import RunSpec, SweepPreset
-from hicd_core.experiments.transfer import probe_transfer
+from hicd_core.experiments.transfer import add_calibration, probe_transfer
 from hicd_core.models.common import ProgressEvent, pick_device
 from hicd_core.runtime import atomic_directory, library_versions, seed_everything, stable_hash
 from hicd_core.stats import binary_metrics
@@ -100,11 +100,13 @@ class Cohorts:
         return cls(one(descriptor["source"]), one(descriptor["target"]))
 
 
-def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patients: int | None = None
-                    ) -> Cohorts:
+def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patients: int | None = None,
+                    hierarchy_signal: float | None = None) -> Cohorts:
     """``synthetic`` (the synthetic default's source) or ``KIND:PATH`` for a source of hospital
     admissions (``mimic-iv``, ``mimic-iii``, ``meds``); the target is ``eicu:PATH``, ``none``, or (None)
-    the synthetic default's eICU-layout target with a synthetic source and no target otherwise."""
+    the synthetic default's eICU-layout target with a synthetic source and no target otherwise.
+    ``hierarchy_signal`` picks the synthetic data's signal (None: the default); it is an error with
+    any other cohort, whose outcomes are what they are."""
     sources = [kind for kind, visits in VISIT_KIND.items() if visits == ADMISSIONS]
     target_cohort = None
     if target is not None and target != "none":
@@ -112,10 +114,13 @@ def resolve_cohorts(cohort: str = "synthetic", target: str | None = None, patien
         if tkind != EICU or not tpath.strip():
             raise ValueError(f"--target must be 'eicu:PATH' or 'none', got {target!r}")
         target_cohort = load_cohort(EICU, tpath)
+    if hierarchy_signal is not None and cohort != "synthetic":
+        raise ValueError(f"hierarchy_signal {hierarchy_signal} applies to the synthetic cohort only, not to "
+                         f"{cohort!r}")
     if cohort == "synthetic":
         from hicd_core.synthetic import ensure_default
 
-        root = ensure_default(patients)
+        root = ensure_default(patients, hierarchy_signal=hierarchy_signal)
         if target is None:
             target_cohort = load_cohort(EICU, root / "eicu")
         return Cohorts(load_cohort(MIMIC_IV, root / "mimic-iv"), target_cohort)
@@ -182,13 +187,19 @@ def resolve_workers(workers: int | str, device: str) -> int:
 
 def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]]]:
     """Runs that share a pretraining, in order (task runs before the transfer probes that read
-    them), the costliest groups first so parallel workers finish together."""
+    them). Seed-major like the preset: every group of the first seed (in ``todo``'s seed order)
+    before any of the next, so a complete one-seed picture finishes first; within a seed the real
+    tree before the permuted-hierarchy control, then the costliest groups first so parallel workers
+    finish together."""
     groups: dict[tuple, list[tuple[str, RunSpec]]] = {}
+    seed_rank: dict[int, int] = {}
     for run_id, spec in todo:
         groups.setdefault(spec.shared_key, []).append((run_id, spec))
+        seed_rank.setdefault(spec.seed, len(seed_rank))
     ordered = [sorted(group, key=lambda item: item[1].kind == "transfer") for group in groups.values()]
     # HICD-BERT groups cost ~3x HICD-Graph ones on CPU (bench_bert / bench_graph).
-    return sorted(ordered, key=lambda g: (g[0][1].model == "bert", len(g)), reverse=True)
+    return sorted(ordered, key=lambda g: (seed_rank[g[0][1].seed], g[0][1].hierarchy != "real",
+                                          g[0][1].model != "bert", -len(g)))
 
 
 def _overall_and_eta(done_fraction: float, n_runs: int, started: float) -> tuple[float, float | None]:
@@ -297,7 +308,7 @@ class Sweep:
             self._prepared[key] = family.prepare(
                 self.cohorts.source, spec.setting, seed=spec.seed, preset=spec.preset, scheme=spec.scheme,
                 device=self.device, epochs_scale=spec.epochs_scale, shared_dir=self._shared_dir(spec),
-                progress=progress)
+                progress=progress, hierarchy=spec.hierarchy, mask_hierarchy=spec.mask_hierarchy)
         return self._prepared[key]
 
     def _source_model(self, spec: RunSpec) -> Any:
@@ -349,6 +360,7 @@ class Sweep:
                            "validation": binary_metrics(val["label"], val["prob"], trained.threshold),
                            "threshold": float(trained.threshold),
                            "training": getattr(trained, "metrics", {})}
+                add_calibration(metrics, val, predictions)
                 trained.save(tmp / "model")
                 if self.embeddings:
                     progress(ProgressEvent("embeddings", 0, 1))
@@ -378,7 +390,10 @@ class Sweep:
                 "source_site": source.site, "source_path": source.meta.get("source_path"),
                 "source_split_seed": source.meta.get("params", {}).get("split_seed", 0),
                 "target_site": target.site if target is not None else None,
-                "target_path": target.meta.get("source_path") if target is not None else None}
+                "target_path": target.meta.get("source_path") if target is not None else None,
+                # The synthetic generator's share of outcome risk in the hierarchy (pages state it).
+                "hierarchy_signal": (source.meta.get("synthetic_params") or {}).get("hierarchy_signal")
+                if source.synthetic else None}
         self.store.write_store_info(info)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}

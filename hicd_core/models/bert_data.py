@@ -9,6 +9,9 @@ Layout per sample (BEHRT conventions, paper-notes 5.2)::
   hierarchy can help rare codes, unseen codes and another site;
 * hierarchy ids come from :func:`hicd_core.hierarchy.level_ids` under the chosen scheme; the level
   vocabularies cover every id the hierarchy gives to *any* code of the source cohort (all splits).
+  Under the permuted-hierarchy control (``hierarchy="permuted"``) each full code takes the ids of the
+  code a seeded permutation of the source cohort's codes gives it (:mod:`hicd_core.hierarchy.levels`);
+  the vocabulary stores that permutation, so every split and the target site get the same one;
   Ids a target cohort has that the source had not map to the per-level ``[UNK]`` id; special tokens
   get the null id 0, whose embedding is a fixed zero vector;
 * age = integer years at the visit (clipped; unknown -> its own id), position = visit number in the
@@ -32,6 +35,7 @@ import torch
 
 from hicd_core.cohort.schema import TRAIN, Cohort
 from hicd_core.hierarchy import LEVELS, code_set_year, level_ids
+from hicd_core.hierarchy.levels import HierarchyPermutation, check_hierarchy
 from hicd_core.models.bert import (
     CLS,
     LEVEL_NULL,
@@ -60,6 +64,7 @@ class BertVocab:
         min_count: train count a code needs to get its own token.
         max_age: ages are clipped to ``0..max_age-1``; id ``max_age`` means unknown.
         code_set_year: ICD-10-CM release the hierarchy came from.
+        permutation: the permuted-hierarchy control's code permutation (None: the real tree).
     """
 
     scheme: str
@@ -70,6 +75,7 @@ class BertVocab:
     min_count: int = 1
     max_age: int = 120
     code_set_year: str = ""
+    permutation: HierarchyPermutation | None = None
     _code_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _level_index: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
     _key: str = field(default="", repr=False, compare=False)
@@ -101,9 +107,12 @@ class BertVocab:
         return self._key
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": VOCAB_FORMAT, "scheme": self.scheme, "codes": self.codes,
-                "code_counts": self.code_counts, "levels": self.levels, "code_levels": self.code_levels,
-                "min_count": self.min_count, "max_age": self.max_age, "code_set_year": self.code_set_year}
+        out = {"format": VOCAB_FORMAT, "scheme": self.scheme, "codes": self.codes,
+               "code_counts": self.code_counts, "levels": self.levels, "code_levels": self.code_levels,
+               "min_count": self.min_count, "max_age": self.max_age, "code_set_year": self.code_set_year}
+        if self.permutation is not None:  # only then: a real-tree vocabulary keeps its content key
+            out["permutation"] = self.permutation.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BertVocab:
@@ -112,7 +121,8 @@ class BertVocab:
         return cls(scheme=data["scheme"], codes=list(data["codes"]), code_counts=list(data["code_counts"]),
                    levels={k: list(v) for k, v in data["levels"].items()},
                    code_levels=[list(x) for x in data["code_levels"]], min_count=int(data["min_count"]),
-                   max_age=int(data["max_age"]), code_set_year=str(data.get("code_set_year", "")))
+                   max_age=int(data["max_age"]), code_set_year=str(data.get("code_set_year", "")),
+                   permutation=HierarchyPermutation.from_json(data.get("permutation")))
 
 
 def _code_strings(diagnoses: pd.DataFrame) -> np.ndarray:
@@ -121,11 +131,21 @@ def _code_strings(diagnoses: pd.DataFrame) -> np.ndarray:
     return icd.astype(object).where(icd.notna(), None).to_numpy()
 
 
+def code_permutation(diagnoses: pd.DataFrame, seed: int) -> HierarchyPermutation:
+    """The permuted-hierarchy control over the distinct resolved codes of ``diagnoses`` (all splits):
+    each full code takes the tree position of another (``hierarchy.levels.permute_hierarchy``)."""
+    resolved = diagnoses.loc[diagnoses["icd10"].notna(), ["icd10", "chapter", "block", "category"]]
+    table = resolved.drop_duplicates("icd10").astype(str).rename(columns={"icd10": "key"})
+    return HierarchyPermutation.build(table.reset_index(drop=True), seed)
+
+
 def build_vocab(cohort: Cohort, scheme: str = "ontology", min_count: int = 1,
-                max_age: int = 120) -> BertVocab:
+                max_age: int = 120, hierarchy: str = "real", permutation_seed: int = 0) -> BertVocab:
     """Vocabulary from ``cohort``: code tokens from TRAIN-split occurrences only; level ids from all.
 
     Code tokens are sorted by train frequency (then code) so low ids are the common codes.
+    ``hierarchy="permuted"`` gives level ids from a permutation of the codes seeded with
+    ``permutation_seed`` (the permuted-hierarchy control); code tokens are the same either way.
     """
     diag = cohort.diagnoses
     train_patients = cohort.patients.loc[cohort.patients["split"] == TRAIN, "patient_id"].to_numpy()
@@ -137,10 +157,13 @@ def build_vocab(cohort: Cohort, scheme: str = "ontology", min_count: int = 1,
     code_list = list(SPECIAL_TOKENS) + [str(c) for c, _ in order]
     code_counts = [0] * len(SPECIAL_TOKENS) + [int(n) for _, n in order]
 
-    lv = level_ids(diag, scheme)
+    permuted = check_hierarchy(hierarchy) == "permuted"
+    permutation = code_permutation(diag, permutation_seed) if permuted else None
+    lv = level_ids(diag, scheme, permutation)
     levels = {name: list(LEVEL_SPECIALS) + sorted(str(x) for x in lv[name].unique()) for name in LEVELS}
     vocab = BertVocab(scheme=scheme, codes=code_list, code_counts=code_counts, levels=levels, code_levels=[],
-                      min_count=min_count, max_age=max_age, code_set_year=code_set_year())
+                      min_count=min_count, max_age=max_age, code_set_year=code_set_year(),
+                      permutation=permutation)
     # Levels per code token (a code's levels are a function of the code under every scheme).
     real = codes != None  # noqa: E711 -- elementwise
     table = pd.DataFrame({"code": codes[real], **{name: lv[name].to_numpy()[real] for name in LEVELS}})
@@ -198,7 +221,7 @@ def cohort_tokens(cohort: Cohort, vocab: BertVocab) -> CohortTokens:
     cat_codes = icd.cat.codes.to_numpy()
     code_ids = cat_to_id[np.where(cat_codes < 0, len(cat_to_id) - 1, cat_codes)][keep][order]
 
-    lv = level_ids(diag, vocab.scheme)
+    lv = level_ids(diag, vocab.scheme, vocab.permutation)
     lev_ids = np.empty((len(code_ids), 3), dtype=np.int32)
     for k, name in enumerate(LEVELS):
         col = lv[name]

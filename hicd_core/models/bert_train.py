@@ -188,7 +188,8 @@ class BertRun:
                 "scheme": self.config.scheme, "preset": self.preset, "task": self.task, "seed": self.seed,
                 "bert": self.config.to_dict(), "code_set_year": code_set_year(),
                 "cohort_fingerprint": self.cohort_fingerprint, "cohort_site": self.cohort_site,
-                "bf16": self.bf16, "mask_hierarchy": self.mask_hierarchy, "eval_batch": self.eval_batch}
+                "bf16": self.bf16, "mask_hierarchy": self.mask_hierarchy, "eval_batch": self.eval_batch,
+                "hierarchy": "permuted" if self.vocab.permutation is not None else "real"}
 
     def save(self, path: Path | str) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``vocab.json`` and ``metrics.json`` atomically."""
@@ -290,7 +291,8 @@ def _mlm_loss(model: HicdBert, batch: dict[str, torch.Tensor], flat: torch.Tenso
 def pretrain_mlm(cohort: Cohort, setting: Setting, *, scheme: str = "ontology",
                  preset: str = "cpu", seed: int = 0, device: str = "auto", epochs: int | None = None,
                  mask_hierarchy: bool = False, progress: ProgressCallback | None = None,
-                 min_count: int = 1, mask_rate: float = 0.15, bf16: bool | None = None) -> PretrainResult:
+                 min_count: int = 1, mask_rate: float = 0.15, bf16: bool | None = None,
+                 hierarchy: str = "real") -> PretrainResult:
     """Masked-code pretraining on the TRAIN patients' histories (one sequence per patient).
 
     15% of real-code positions are picked (80% [MASK], 10% random code, 10% kept) and the loss is
@@ -302,6 +304,9 @@ def pretrain_mlm(cohort: Cohort, setting: Setting, *, scheme: str = "ontology",
     visible category id narrows a masked code to a handful of leaves, so MLM losses are not
     comparable across settings; set True to null the level ids at [MASK] positions (a random
     replacement then carries its own code's ids) for a leak-free objective.
+
+    ``hierarchy="permuted"`` trains on the permuted-hierarchy control: level ids from a permutation of
+    the cohort's codes seeded with ``seed`` (:func:`hicd_core.models.bert_data.build_vocab`).
     """
     recipe, dev = _resolve(preset, device)
     seed_everything(seed)
@@ -310,7 +315,8 @@ def pretrain_mlm(cohort: Cohort, setting: Setting, *, scheme: str = "ontology",
     use_bf16 = recipe.bf16 if bf16 is None else bf16
     n_epochs = recipe.pretrain_epochs if epochs is None else int(epochs)
 
-    vocab = build_vocab(cohort, scheme=scheme, min_count=min_count)
+    vocab = build_vocab(cohort, scheme=scheme, min_count=min_count, hierarchy=hierarchy,
+                        permutation_seed=seed)
     config = make_config(preset, setting, scheme, vocab.n_codes, vocab.level_sizes)
     tokens = _tokens(cohort, vocab)
     histories = tokenize_histories(tokens, cohort, config.max_len, config.max_visits)

@@ -35,6 +35,12 @@ hierarchy)::
 
 So the weakest kept co-occurrence edge has weight exactly 0: it passes no message in the GCN but
 is still a positive pair for link prediction. Every node also gets a GCN self-loop of weight 1.
+
+Permuted-hierarchy control (``permutation``, see :mod:`hicd_core.hierarchy.levels`): the code nodes
+and co-occurrence edges are unchanged, and each code node (category) links to the ancestors of the
+category a seeded permutation of the cohort's categories gives it; every ancestor keeps its number
+of member categories. The permutation is stored in ``meta['permutation']``, so another split or site
+is mapped with the same one.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import scipy.sparse as sp
 
 from hicd_core.hierarchy import LEVELS, Setting, chapter_titles, level_ids, normalize_codes
 from hicd_core.hierarchy.icd10 import UNKNOWN, code_index, tree_frame
+from hicd_core.hierarchy.levels import HierarchyPermutation
 
 #: Node kinds: code nodes, then ancestor kinds.
 NODE_KINDS = ("code", "chapter", "block", "prefix", "category")
@@ -115,17 +122,26 @@ def distinct_codes(frame: pd.DataFrame, node_level: str) -> tuple[np.ndarray, pd
     return row_key, pd.DataFrame(table)
 
 
-def ancestor_values(keys: pd.DataFrame, node_level: str) -> pd.DataFrame:
+def node_permutation(diagnoses: pd.DataFrame, node_level: str, seed: int) -> HierarchyPermutation:
+    """The permuted-hierarchy control over the distinct code-node keys of ``diagnoses`` (pass every
+    split: the permutation must cover the codes a validation or test row may hold)."""
+    _, table = distinct_codes(diagnoses, node_level)
+    return HierarchyPermutation.build(table, seed)
+
+
+def ancestor_values(keys: pd.DataFrame, node_level: str,
+                    permutation: HierarchyPermutation | None = None) -> pd.DataFrame:
     """Raw G0/G1/G2 ancestor ids (``IX``, ``I20-I25``, ``I2x``) for distinct code keys.
 
     ``keys`` needs ``key`` (category or full code), ``chapter``, ``block``, ``category``; the ids
-    come from :func:`hicd_core.hierarchy.level_ids` with the node level's scheme.
+    come from :func:`hicd_core.hierarchy.level_ids` with the node level's scheme (and the
+    permuted-hierarchy control's ``permutation``, when given).
     """
     frame = pd.DataFrame({"icd10": keys["key"].astype(str).to_numpy(),
                           "chapter": keys["chapter"].astype(str).to_numpy(),
                           "block": keys["block"].astype(str).to_numpy(),
                           "category": keys["category"].astype(str).to_numpy()})
-    ids = level_ids(frame, SCHEME_OF[node_level])
+    ids = level_ids(frame, SCHEME_OF[node_level], permutation)
     return pd.DataFrame({level: ids[level].astype(str).str.split(":", n=1).str[1].to_numpy()
                          for level in LEVELS}, index=keys.index)
 
@@ -173,6 +189,12 @@ class CodeGraph:
     def __post_init__(self) -> None:
         self._index = pd.Index(self.nodes["name"].astype(str).to_numpy())
         self._ancestor_cache: dict[str, pd.DataFrame] = {}
+        self.permutation = HierarchyPermutation.from_json(self.meta.get("permutation"))
+
+    @property
+    def hierarchy(self) -> str:
+        """``real`` (the ICD-10-CM tree) or ``permuted`` (the permuted-hierarchy control)."""
+        return "real" if self.permutation is None else "permuted"
 
     # ----------------------------------------------------------------- basic views
     @property
@@ -190,10 +212,13 @@ class CodeGraph:
     @property
     def key(self) -> dict[str, Any]:
         """What makes two graphs the same (a GCN trained on one can be reused for the other)."""
-        return {"setting": self.setting.key, "node_level": self.node_level,
-                "percentile": self.meta.get("percentile"), "epsilon": self.meta.get("epsilon"),
-                "min_count": self.meta.get("min_count"),
-                "cohort_fingerprint": self.meta.get("cohort_fingerprint")}
+        key = {"setting": self.setting.key, "node_level": self.node_level,
+               "percentile": self.meta.get("percentile"), "epsilon": self.meta.get("epsilon"),
+               "min_count": self.meta.get("min_count"),
+               "cohort_fingerprint": self.meta.get("cohort_fingerprint")}
+        if self.permutation is not None:
+            key["permutation_seed"] = self.permutation.seed
+        return key
 
     def node_id(self, name: str) -> int:
         """Node index of a node name (``I21``, ``CHAP_IX``); -1 when absent."""
@@ -226,7 +251,7 @@ class CodeGraph:
         code_ids = np.append(np.where(found < self.n_code_nodes, found, -1), -1)  # -1 rows -> -1
         ancestors = np.full((len(distinct) + 1, 3), -1, np.int64)
         if len(distinct):
-            values = ancestor_values(distinct, self.node_level)
+            values = ancestor_values(distinct, self.node_level, self.permutation)
             for i, (level, kind) in enumerate(zip(LEVELS, ANCESTOR_KINDS[self.node_level], strict=True)):
                 if self.setting.bits[i]:
                     names = NAME_PREFIX[kind] + values[level]
@@ -326,12 +351,14 @@ class CodeGraph:
 
 def build_code_graph(diagnoses: pd.DataFrame, setting: Setting, *, node_level: str = "category",
                      percentile: float = 52.0, epsilon: float = 0.0, min_count: int = 1,
-                     cohort_fingerprint: str = "") -> CodeGraph:
+                     cohort_fingerprint: str = "", permutation: HierarchyPermutation | None = None
+                     ) -> CodeGraph:
     """Build the graph from TRAIN diagnoses rows (the caller selects them; see ``graph_train``).
 
     ``diagnoses`` needs ``visit_id``, ``icd10``, ``chapter``, ``block``, ``category``. ``min_count``
     drops pairs seen in fewer admissions before the PMI filter (1 = paper, no extra filter).
-    Formulas: module docstring. Everything is sparse and vectorised.
+    ``permutation``: the permuted-hierarchy control (:func:`node_permutation`). Formulas: module
+    docstring. Everything is sparse and vectorised.
     """
     _check_node_level(node_level)
     if not isinstance(setting, Setting):
@@ -367,7 +394,8 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: Setting, *, node_level: s
         weight = np.zeros(0)
 
     # Code nodes and their hierarchy (one row per distinct code).
-    anc = ancestor_values(code_table, node_level) if n_codes else pd.DataFrame(columns=list(LEVELS))
+    anc = (ancestor_values(code_table, node_level, permutation) if n_codes
+           else pd.DataFrame(columns=list(LEVELS)))
     node_parts = [pd.DataFrame({"name": code_table["key"], "kind": "code", "level": "code",
                                 "code": code_table["key"],
                                 "title": _titles(code_table["key"]),
@@ -405,4 +433,6 @@ def build_code_graph(diagnoses: pd.DataFrame, setting: Setting, *, node_level: s
             "train_admissions": int(n_visits), "pmi_threshold": threshold, "pmi_min_kept": lo,
             "pmi_max_kept": hi, "positive_pairs": int(positive.sum()), "candidate_pairs": len(pmi),
             "dropped_unresolved_rows": dropped, "cohort_fingerprint": cohort_fingerprint}
+    if permutation is not None:
+        meta["permutation"] = permutation.to_json()
     return CodeGraph(setting=setting, node_level=node_level, nodes=nodes, edges=edges, meta=meta)

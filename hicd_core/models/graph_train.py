@@ -49,6 +49,7 @@ from torch import nn
 
 from hicd_core.cohort.schema import TEST, TRAIN, VALIDATION, Cohort
 from hicd_core.hierarchy import Setting, code_set_year
+from hicd_core.hierarchy.levels import check_hierarchy
 from hicd_core.models.common import (
     ArtifactError,
     FinetuneTail,
@@ -63,7 +64,7 @@ from hicd_core.models.common import (
     save_artifact,
     state_dict_cpu,
 )
-from hicd_core.models.graph_build import CodeGraph, build_code_graph
+from hicd_core.models.graph_build import CodeGraph, build_code_graph, node_permutation
 from hicd_core.models.graph_model import (
     GRAM_MAX_NODES,
     GCNEncoder,
@@ -95,13 +96,21 @@ def _rows_in_split(cohort: Cohort, visit_ids: np.ndarray, split: str) -> np.ndar
 
 
 def build_graph(cohort: Cohort, setting: Setting, *, node_level: str = "category",
-                percentile: float = 52.0, epsilon: float = 0.0, min_count: int = 1) -> CodeGraph:
-    """The co-occurrence + hierarchy graph from the cohort's TRAIN admissions (no val/test leakage)."""
+                percentile: float = 52.0, epsilon: float = 0.0, min_count: int = 1,
+                hierarchy: str = "real", permutation_seed: int = 0) -> CodeGraph:
+    """The co-occurrence + hierarchy graph from the cohort's TRAIN admissions (no val/test leakage).
+
+    ``hierarchy="permuted"``: the permuted-hierarchy control, a permutation of the cohort's code-node
+    keys (all splits, so every row has one; no labels are read) seeded with ``permutation_seed``.
+    """
     diagnoses = cohort.diagnoses
     train = diagnoses.loc[_rows_in_split(cohort, diagnoses["visit_id"].to_numpy(), TRAIN),
                           ["visit_id", "icd10", "chapter", "block", "category"]]
+    permutation = (node_permutation(diagnoses, node_level, permutation_seed)
+                   if check_hierarchy(hierarchy) == "permuted" else None)
     graph = build_code_graph(train, setting, node_level=node_level, percentile=percentile, epsilon=epsilon,
-                             min_count=min_count, cohort_fingerprint=cohort.fingerprint)
+                             min_count=min_count, cohort_fingerprint=cohort.fingerprint,
+                             permutation=permutation)
     graph.meta["site"] = cohort.site
     return graph
 
@@ -560,7 +569,8 @@ def train_graph_model(cohort: Cohort, task: str, setting: Setting, *, seed: int 
     use_sampler = config.class_balance in ("both", "sampler") and 0 < n_pos < len(y_train)
     sample_weight = torch.from_numpy(np.where(y_train == 1, 1.0 / max(n_pos, 1), 1.0 / max(n_neg, 1)))
     amp = config.amp and dev.type == "cuda"
-    tail = FinetuneTail(model, optimizer, patience=config.patience, min_delta=config.min_delta,
+    patience = config.max_epochs if config.patience is None else config.patience  # None: never stops early
+    tail = FinetuneTail(model, optimizer, patience=patience, min_delta=config.min_delta,
                         lr_patience=config.lr_patience, lr_factor=config.lr_factor, total=config.max_epochs,
                         stage="transformer", label="transformer", progress=progress)
     targets = torch.from_numpy(y_train)

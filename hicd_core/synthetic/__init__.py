@@ -28,7 +28,8 @@ Public API::
     risk_variance_shares(table)                    -> share of leaf-risk variance between groups
     site_chapter_mix(site)                         -> the chapter mix a site is calibrated to
     read_marker(out_dir)                           -> the SYNTHETIC.json content (None if absent)
-    default_root(), ensure_default()               -> the synthetic default in the data dir
+    default_root(), ensure_default()               -> the synthetic default in the data dir (per
+                                                      patients, seed and hierarchy_signal)
 
 All randomness comes from ``numpy.random.default_rng`` streams derived from ``seed``; nothing is
 seeded at import time.
@@ -76,12 +77,19 @@ from hicd_core.synthetic.model import (
     risk_variance_shares,
     site_chapter_mix,
 )
-from hicd_core.synthetic.writer import default_root, ensure_default, read_marker, write_synthetic
+from hicd_core.synthetic.writer import (
+    DEFAULT_HIERARCHY_SIGNAL,
+    default_root,
+    ensure_default,
+    read_marker,
+    write_synthetic,
+)
 
 __all__ = [
     "ADMISSIONS_COLUMNS",
     "ADMISSION_TYPES",
     "COMMON_CODES",
+    "DEFAULT_HIERARCHY_SIGNAL",
     "DIAGNOSES_COLUMNS",
     "D_ICD_COLUMNS",
     "EICU_DIAGNOSIS_COLUMNS",

@@ -59,7 +59,12 @@ def _relative_paths() -> list[str]:
             + [f"eicu/{name}.csv.gz" for name in EICU_FILES])
 
 
-def write_synthetic(out_dir: Path | str, seed: int = 0, scale: str = "default", hierarchy_signal: float = 0.7,
+#: The generator's default share of outcome risk in the hierarchy (docs/synthetic.md, "the one knob").
+DEFAULT_HIERARCHY_SIGNAL = 0.7
+
+
+def write_synthetic(out_dir: Path | str, seed: int = 0, scale: str = "default",
+                    hierarchy_signal: float = DEFAULT_HIERARCHY_SIGNAL,
                     *, n_source_patients: int | None = None, n_target_patients: int | None = None,
                     compresslevel: int = 4) -> dict:
     """Write the two synthetic sites under ``out_dir`` and return a small summary.
@@ -137,18 +142,24 @@ def write_synthetic(out_dir: Path | str, seed: int = 0, scale: str = "default", 
     }
 
 
-def default_root(patients: int | None = None, seed: int = 0) -> Path:
-    """Where the synthetic default lives in the data dir (it may not be written yet)."""
+def default_root(patients: int | None = None, seed: int = 0, hierarchy_signal: float | None = None) -> Path:
+    """Where the synthetic default lives in the data dir (it may not be written yet). Another
+    ``hierarchy_signal`` than the default gets its own folder (``seed0-signal0``); the default's path
+    is the same with or without naming it, so existing caches stay valid."""
     from hicd_core.runtime import data_dir
 
-    return data_dir() / "synthetic" / (f"seed{seed}" + (f"-n{patients}" if patients else ""))
+    name = f"seed{seed}" + (f"-n{patients}" if patients else "")
+    if hierarchy_signal is not None and _check_signal(hierarchy_signal) != DEFAULT_HIERARCHY_SIGNAL:
+        name += f"-signal{float(hierarchy_signal):g}"
+    return data_dir() / "synthetic" / name
 
 
-def ensure_default(patients: int | None = None, seed: int = 0) -> Path:
+def ensure_default(patients: int | None = None, seed: int = 0, hierarchy_signal: float | None = None) -> Path:
     """The synthetic default in the data dir, written on first use (``patients`` source patients and
-    half as many at the target; None: the default scale)."""
-    out = default_root(patients, seed)
+    half as many at the target; None: the default scale; ``hierarchy_signal`` None: the default)."""
+    out = default_root(patients, seed, hierarchy_signal)
     if read_marker(out) is None:
         kwargs = {"n_source_patients": patients, "n_target_patients": patients // 2} if patients else {}
-        write_synthetic(out, seed=seed, **kwargs)
+        signal = DEFAULT_HIERARCHY_SIGNAL if hierarchy_signal is None else hierarchy_signal
+        write_synthetic(out, seed=seed, hierarchy_signal=signal, **kwargs)
     return out
