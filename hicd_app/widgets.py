@@ -31,7 +31,8 @@ def signal_note(signal: float | None) -> str:
             "in the code alone.")
     if s == 0:
         text += (" This is the null control: the hierarchy carries no outcome signal, so a 'significant' "
-                 "gain from a hierarchy setting is a false positive.")
+                 "gain from a hierarchy setting is a false positive or model capacity (level ids summarising "
+                 "other signal), not clinical structure: compare with the permuted-hierarchy control.")
     return text
 
 

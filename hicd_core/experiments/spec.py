@@ -246,7 +246,9 @@ PRESETS: dict[str, SweepPreset] = {
     "null": SweepPreset(
         name="null", seeds=DEFAULT_SEEDS, hierarchy_signal=0.0,
         description="Control: the default design on synthetic data generated with hierarchy_signal 0 "
-                    "(no outcome risk in the hierarchy), so any 'significant' gain is a false positive."),
+                    "(no outcome risk in the hierarchy), so a 'significant' gain is a false positive or "
+                    "capacity, not clinical structure (pair it with the permuted-hierarchy control to tell "
+                    "them apart)."),
     "control": SweepPreset(
         name="control", seeds=DEFAULT_SEEDS, hierarchies=("real", "permuted"),
         description="Control: the default bundle plus every hierarchical setting trained on a permuted "
