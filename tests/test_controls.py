@@ -202,7 +202,8 @@ def test_real_vs_permuted_across_seeds_by_hand() -> None:
     """Several seeds: the across-seed test of real minus permuted equals stats.across_seed_test on
     the per-seed AUROC differences with the DeLong cross-seed covariance, computed here by hand."""
     from hicd_core.analysis import controls_view
-    from hicd_core.stats import _delong_components, across_seed_test, auroc
+    from hicd_core.stats import across_seed_test, auroc
+    from hicd_core.stats.delong import _delong_components
 
     rng = np.random.default_rng(0)
     n = 400

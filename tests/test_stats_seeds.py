@@ -14,6 +14,8 @@ from scipy import stats as sps
 from sklearn.metrics import average_precision_score, f1_score
 
 from hicd_core import stats
+from hicd_core.stats.compare import _cross_mean
+from hicd_core.stats.delong import _delong_components
 from tests.test_stats import _delong_reference
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -127,10 +129,10 @@ def test_across_seed_false_positive_rate_under_the_null() -> None:
     for _ in range(sims):
         y, runs = _seed_runs(200, seeds=3, rng=rng, gain=0.0, seed_noise=0.25, patient_quirk=0.9)
         order = [(sd, st) for sd in range(3) for st in ("111", "000")]
-        aucs, cov = stats._delong_components(y, np.vstack([runs[k] for k in order]))
+        aucs, cov = _delong_components(y, np.vstack([runs[k] for k in order]))
         diffs = aucs[0::2] - aucs[1::2]
         contrast = np.kron(np.eye(3), [1.0, -1.0])
-        cross = stats._cross_mean(contrast @ cov @ contrast.T)
+        cross = _cross_mean(contrast @ cov @ contrast.T)
         rejections["or"] += stats.across_seed_test(diffs, cross)["p_value"] < 0.05
         rejections["t"] += sps.ttest_1samp(diffs, 0.0).pvalue < 0.05
     rate = {k: v / sims for k, v in rejections.items()}

@@ -8,6 +8,7 @@ import streamlit as st
 
 from hicd_app import cache, training, widgets
 from hicd_core.analysis import charts, results_view
+from hicd_core.experiments import report
 from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, parse_seeds
 from hicd_core.hierarchy import SETTINGS, Setting
 
@@ -51,17 +52,28 @@ def results_panel() -> None:
         p_label = "Holm-corrected p" if corrected else "raw p"
         heatmap = charts.delta_heatmap_figure(cells, metric, p_label=p_label)
         st.plotly_chart(heatmap, key="abl_heatmap", width="stretch")
+        n_seeds = int(cells["n_seeds"].max())
         st.caption(f"How to read it: each cell is the setting's {label} minus the flat model's, on the same "
-                   f"test patients (blue = better than flat). * marks {p_label} < 0.05 "
-                   + ("(DeLong test)" if metric == "auroc" else "(paired bootstrap)")
+                   "test patients, averaged over training seeds (blue = better than flat). "
+                   f"* marks {p_label} < 0.05 of the across-seed test"
                    + ("; Holm corrects for the 7 settings compared." if corrected else
-                      "; uncorrected, as the paper marks it."))
+                      "; uncorrected, as the paper marks it.") + f" It rests on {report.seed_note(n_seeds)}.")
         widgets.downloads("abl_heatmap", cells, heatmap, name=f"delta_to_flat_{metric}")
+        across = results_view.across_seed_table(comparison, evaluation, metric)
+        st.markdown(f"**Across seeds: {label} difference to flat, 95% interval, p and Holm p**")
+        st.dataframe(across, width="stretch", hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%+.4f")
+                                    for c in ("delta", "ci_low", "ci_high")})
+        widgets.downloads("abl_across", across, name=f"across_seeds_{metric}")
 
-    st.subheader("Numbers")
+    st.subheader("Numbers per run (per-seed detail)")
     table = results_view.numbers_table(results, comparison, evaluation, metric)
     st.dataframe(table, width="stretch", hide_index=True)
-    st.caption("One row per finished run (test split). n / n_pos: test samples and positives.")
+    st.caption("One row per finished run (test split). n / n_pos: test samples and positives. p and Holm p "
+               "here are that seed's own test (DeLong for AUROC, paired bootstrap otherwise). Brier and ECE "
+               "come calibrated (Platt scaling fitted on validation) and uncalibrated (the paper recipe's "
+               "raw output); a degenerate threshold (predicted-positive rate 0 or 1) keeps macro-F1 "
+               "unstarred.")
     widgets.downloads("abl_table", table, name=f"level_ablation_{metric}")
 
 
@@ -111,7 +123,6 @@ def training_panel() -> None:
 def control_panel() -> None:
     """The permuted-hierarchy control next to the real tree's result, when the store has control runs."""
     from hicd_core.analysis import controls_view
-    from hicd_core.experiments import report
 
     st.subheader("Permuted-hierarchy control")
     control_names = controls_view.control_evaluations(results)

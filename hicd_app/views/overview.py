@@ -133,21 +133,32 @@ if widgets.require_store(ctx):
                 columns[index % len(columns)].metric(
                     f"{charts.model_name(row.model)} · {row.evaluation}", f"{row.setting_label}{mark}",
                     delta=f"{row.delta_auroc:+.4f} AUROC vs flat", delta_color="normal",
-                    help=f"AUROC {row.auroc:.4f} vs flat {row.auroc_flat:.4f}; DeLong p = {row.p_auroc:.3g}, "
-                         f"Holm-corrected p = {row.p_auroc_holm:.3g}")
-            table = headline[["model", "evaluation", "setting_label", "auroc", "auroc_flat", "delta_auroc",
-                              "p_auroc", "p_auroc_holm", "significant_holm"]].rename(
-                columns={"setting_label": "best setting", "auroc_flat": "flat AUROC",
-                         "delta_auroc": "Δ AUROC", "p_auroc": "DeLong p", "p_auroc_holm": "Holm p",
-                         "significant_holm": "Holm p < 0.05"})
+                    help=f"mean AUROC {row.auroc:.4f} vs flat {row.auroc_flat:.4f}; 95% interval "
+                         f"[{row.delta_auroc_ci_low:+.4f}, {row.delta_auroc_ci_high:+.4f}]; "
+                         f"p = {row.p_auroc:.3g}, "
+                         f"Holm-corrected p = {row.p_auroc_holm:.3g}; {row.seed_note}")
+            table = headline[["model", "evaluation", "setting_label", "n_seeds", "auroc", "auroc_flat",
+                              "delta_auroc", "delta_auroc_ci_low", "delta_auroc_ci_high", "p_auroc",
+                              "p_auroc_holm", "significant_holm", "method_auroc"]].rename(
+                columns={"setting_label": "best setting", "n_seeds": "seeds", "auroc_flat": "flat AUROC",
+                         "delta_auroc": "Δ AUROC", "delta_auroc_ci_low": "95% low",
+                         "delta_auroc_ci_high": "95% high", "p_auroc": "p", "p_auroc_holm": "Holm p",
+                         "significant_holm": "Holm p < 0.05", "method_auroc": "test"})
             table["model"] = table["model"].map(charts.model_name)
             st.dataframe(table, width="stretch", hide_index=True,
                          column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                        for c in ("auroc", "flat AUROC", "Δ AUROC")})
-            st.caption("How to read it: for each model and task, the hierarchy setting with the largest test "
-                       "AUROC gain over the same model without hierarchy (flat, 000). p-values are DeLong "
-                       "tests, Holm-corrected across the settings compared; * marks Holm p < 0.05. The paper "
-                       "itself marks uncorrected p < 0.05.")
+                                        for c in ("auroc", "flat AUROC", "Δ AUROC", "95% low", "95% high")})
+            seeds = int(headline["n_seeds"].min())
+            st.caption("How to read it: for each model and task, the hierarchy setting with the largest "
+                       "test AUROC gain over the same model without hierarchy (flat, 000), as the mean over "
+                       "training seeds with its 95% interval. The test treats the seed as the unit "
+                       "(Obuchowski-Rockette with Hillis df: seed-to-seed spread plus the shared test "
+                       "patients' sampling error), Holm-corrected across the settings; * marks Holm "
+                       "p < 0.05. "
+                       + (f"It rests on {seeds} seeds." if seeds > 1 else
+                          "ONE training seed only: the p-values are that seed's DeLong tests and do not "
+                          "measure training-seed noise, which is as large as the effects; train more seeds.")
+                       + " The paper itself marks uncorrected per-seed DeLong p < 0.05.")
             widgets.downloads("overview_headline", table, name="headline")
             cells = results_view.delta_cells(comparison, None, "auroc", corrected=True)
             heatmap = charts.delta_heatmap_figure(cells, "auroc")

@@ -124,9 +124,16 @@ with st.expander("Codes per visit (table)"):
 st.markdown("#### Predicted risk under each hierarchy setting")
 risk_cols = st.columns(min(len(report.risks), 8))
 for col, row in zip(risk_cols, report.risks.itertuples(), strict=False):
-    col.metric(row.setting_label, f"{row.prob:.3f}",
-               help=f"setting {row.setting}; decision threshold {row.threshold:.3f}; "
-                    f"{'above' if row.predicted_positive else 'below'} threshold")
+    calibrated = row.prob_calibrated == row.prob_calibrated  # NaN: a run stored before recalibration
+    col.metric(row.setting_label, f"{row.prob_calibrated if calibrated else row.prob:.3f}",
+               help=("calibrated risk (Platt scaling fitted on the validation split); "
+                     if calibrated else "UNCALIBRATED model output (run stored before recalibration); ")
+                    + f"setting {row.setting}; uncalibrated model output {row.prob:.3f} against the "
+                      f"decision threshold {row.threshold:.3f}: "
+                      f"{'above' if row.predicted_positive else 'below'}")
+st.caption("Risks are calibrated probabilities (Platt scaling on the validation split): the paper's training "
+           "recipe inflates the raw outputs' odds, so only the calibrated values read as a chance. The chart "
+           "shows the uncalibrated model output against each run's decision threshold.")
 st.plotly_chart(view.risk_figure(report.risks), key="pt_risks", width="stretch")
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 from hicd_app import cache, widgets
 from hicd_app.context import store_cohorts
 from hicd_core.analysis import charts, results_view
+from hicd_core.experiments import report
 from hicd_core.hierarchy import Setting
 
 ctx, results = widgets.results_page("Transfer")
@@ -37,12 +38,17 @@ def probe_panel() -> None:
     widgets.show_problem(comparison)
     cells = results_view.delta_cells(comparison, evaluation, metric, True)
     if not cells.empty:
-        table = cells[["row", "setting", "delta", "p_holm", "p_raw"]].rename(
-            columns={"p_holm": "Holm p", "p_raw": "raw p"})
+        table = cells[["row", "setting", "delta", "ci_low", "ci_high", "p_holm", "p_raw", "n_seeds",
+                       "method", "note"]].rename(columns={
+            "p_holm": "Holm p", "p_raw": "raw p", "n_seeds": "seeds", "ci_low": "95% low",
+            "ci_high": "95% high"})
         table["setting"] = table["setting"].map(lambda s: Setting(s).label)
-        st.markdown(f"**Difference to the flat encoder ({label})**")
+        st.markdown(f"**Difference to the flat encoder ({label}), across training seeds**")
         st.dataframe(table, width="stretch", hide_index=True,
-                     column_config={"delta": st.column_config.NumberColumn(format="%+.4f")})
+                     column_config={c: st.column_config.NumberColumn(format="%+.4f")
+                                    for c in ("delta", "95% low", "95% high")})
+        st.caption(report.seed_note(int(cells["n_seeds"].max())) + "; Holm across the "
+                   "settings.")
         widgets.downloads("tr_delta", table, name=f"transfer_delta_{metric}")
 
 

@@ -611,6 +611,17 @@ def patient_timeline(cohort: Cohort, patient_id: int, up_to_visit_index: int | N
     return frame.reset_index(drop=True)
 
 
+def _calibrated(store: RunStore, run_id: str, prob: float) -> float:
+    """``prob`` through the run's Platt recalibration (fitted on validation, ``metrics.json``); NaN
+    for runs stored before recalibration existed. The raw value stays the model's output."""
+    from hicd_core.checksums import read_verified
+    from hicd_core.experiments.runstore import METRICS_FILE
+    from hicd_core.stats import apply_platt
+
+    calibration = json.loads(read_verified(store.run_dir(run_id), METRICS_FILE)).get("calibration")
+    return float(apply_platt([prob], calibration)[0]) if calibration else float("nan")
+
+
 def _stored_prob(store: RunStore, run_id: str, sample_id: int) -> float:
     """The run's stored test prediction for the sample (NaN outside the test split)."""
     from hicd_core.experiments.runstore import PREDICTIONS_FILE
@@ -652,7 +663,8 @@ def explain_patient(store: RunStore, run_ids_by_setting: Mapping[str, str], coho
         all_cached &= was_cached
         attributions[setting] = attr
         risk_rows.append({"setting": setting, "setting_label": Setting(setting).label, "run_id": run_id,
-                          "prob": attr.prob, "stored_prob": _stored_prob(store, run_id, patient_sample_id),
+                          "prob": attr.prob, "prob_calibrated": _calibrated(store, run_id, attr.prob),
+                          "stored_prob": _stored_prob(store, run_id, patient_sample_id),
                           "threshold": attr.threshold, "predicted_positive": attr.prob >= attr.threshold,
                           "logit": attr.logit, "baseline_logit": attr.baseline_logit, "delta": attr.delta,
                           "relative_delta": attr.relative_delta, "seconds": attr.seconds})

@@ -148,14 +148,20 @@ def timeline_figure(timeline: pd.DataFrame) -> go.Figure:
 
 
 def risk_figure(risks: pd.DataFrame) -> go.Figure:
-    """Predicted risk per setting (bars) with each model's decision threshold (markers)."""
+    """Per setting: the uncalibrated model output (bars) against its decision threshold (markers), and
+    the calibrated risk (diamonds; absent for runs stored before recalibration)."""
     labels = risks["setting_label"].tolist()
-    figure = go.Figure([
-        go.Bar(x=labels, y=risks["prob"], name="predicted risk", marker_color="#4c78a8",
+    traces = [
+        go.Bar(x=labels, y=risks["prob"], name="uncalibrated model output", marker_color="#4c78a8",
                text=[f"{p:.3f}" for p in risks["prob"]], textposition="outside"),
         go.Scatter(x=labels, y=risks["threshold"], mode="markers", name="decision threshold",
                    marker={"symbol": "line-ew-open", "size": 28, "color": "#e45756", "line": {"width": 3}}),
-    ])
+    ]
+    if "prob_calibrated" in risks and risks["prob_calibrated"].notna().any():
+        traces.append(go.Scatter(x=labels, y=risks["prob_calibrated"], mode="markers",
+                                 name="calibrated risk (Platt, validation)",
+                                 marker={"symbol": "diamond", "size": 12, "color": "#54a24b"}))
+    figure = go.Figure(traces)
     figure.update_layout(height=300, margin={"t": 10, "l": 10, "r": 10, "b": 10},
                          yaxis={"range": [0, 1.05], "title": "risk"}, legend={"orientation": "h"})
     return figure

@@ -79,16 +79,19 @@ PAGES = [  # a deep link first: on a fresh server it must get the app's own navi
     ("icd_tree", "ICD-10-CM tree",
      [("type", "tree_search", "I21.4"), ("expect", None, "Acute myocardial infarction")]),
     ("", "Headline: best setting against the flat model",
-     [("expand", "All ", None), ("expect_key", "overview_runs_csv", None)]),
+     [("expect", None, "ONE training seed only"), ("expand", "All ", None),
+      ("expect_key", "overview_runs_csv", None)]),
     ("embeddings", "UMAP of code embeddings, coloured by chapter",
      [("type", "emb_code", "I10"), ("expect", None, "Nearest neighbours of I10 under")]),
     ("level_ablation", "Difference to the flat model",
-     [("choose", "abl_metric", "AUPRC"), ("expect", None, "AUPRC by hierarchy setting")]),
+     [("choose", "abl_metric", "AUPRC"), ("expect", None, "AUPRC by hierarchy setting"),
+      ("expect", None, "Across seeds: AUPRC difference to flat")]),
     ("patient", "Patient explanations",
      [("type", "review_name", "Browser Reviewer"), ("click", "Save review", None),
       ("expect", None, "Review saved.")]),
     ("transfer", "Code coverage behind the transfer",
-     [("choose", "tr_metric", "macro-F1"), ("expect", None, "Probe macro-F1 on the target site")]),
+     [("choose", "tr_metric", "macro-F1"), ("expect", None, "Probe macro-F1 on the target site"),
+      ("expect", None, "Difference to the flat encoder (macro-F1), across training seeds")]),
 ]
 
 

@@ -33,6 +33,8 @@ def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store, small_source_
     labels = [m.label for m in at.metric]
     assert len(labels) == 4 and labels[0] == "none (flat)" and "G0+G1+G2" in labels[-1]
     assert all(0.0 <= float(m.value) <= 1.0 for m in at.metric)
+    assert all(m.proto.help.startswith("calibrated risk (Platt scaling") for m in at.metric)
+    assert any(c.value.startswith("Risks are calibrated probabilities") for c in at.caption)
     heading = at.subheader[0].value
     assert heading.startswith("Patient ")
 
