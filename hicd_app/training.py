@@ -1,9 +1,12 @@
 """Background training in the app: the first-launch auto-start of the default bundle, the sidebar's
-progress panel (a fragment polling the sweep's status file), the "train the default preset" button,
-and starting a sweep of chosen runs from a page (a :class:`SweepPreset` handed over as JSON)."""
+progress panel (a fragment polling the sweep's status file, plus a cluster sweep's progress read from
+the store), the "train the default preset" button, and starting a sweep of chosen runs from a page (a
+:class:`SweepPreset` handed over as JSON; to Slurm when the store has a ``slurm.json``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,8 @@ from hicd_app import cache
 from hicd_app.context import AppContext, autotrain_disabled, launch_store_root
 from hicd_core.experiments import background
 from hicd_core.experiments.runstore import RunStore
-from hicd_core.experiments.spec import PRESETS
+from hicd_core.experiments.slurm_config import SLURM_CONFIG_FILE
+from hicd_core.experiments.spec import PRESETS, SweepPreset
 from hicd_core.experiments.store_status import (
     default_expected_runs,
     extension_preset,
@@ -22,7 +26,10 @@ from hicd_core.experiments.store_status import (
     missing_summary,
     store_version,
 )
-from hicd_core.runtime import data_dir, stable_hash
+from hicd_core.runtime import atomic_write_bytes, data_dir, stable_hash
+
+#: What the last cluster submission from this session said (job ids, or why it failed).
+CLUSTER_FLASH = "cluster_flash"
 
 
 def maybe_autotrain(root: Path, info: dict, default_bundle: bool, running: bool) -> str | None:
@@ -86,8 +93,42 @@ def _status_panel(root: str, version: str) -> None:
                    + (f" {view['message']}" if view["message"] else ""))
     else:
         st.caption("No background training.")
+    _cluster_panel(Path(root))
     if store_version(Path(root)) != version:
         st.rerun()  # a run finished or failed: redraw the page with it
+
+
+def _cluster_panel(root: Path) -> None:
+    """A Slurm sweep's progress, from the store and squeue (the submitting process may be gone)."""
+    if CLUSTER_FLASH in st.session_state:
+        st.caption(st.session_state[CLUSTER_FLASH])
+    if not (root / "slurm" / "jobs.json").is_file():
+        return
+    from hicd_core.experiments.cluster_status import counts, store_status
+
+    table, note = store_status(RunStore(root))
+    count = counts(table)
+    total = max(1, len(table))
+    st.progress(count["finished"] / total,
+                text=f"Cluster: {count['finished']} of {len(table)} runs finished, {count['running']} "
+                     f"running, {count['pending']} pending, {count['failed']} failed")
+    jobs = sorted({job.split("_")[0] for job in table["job"] if job}, key=lambda job: (len(job), job))
+    st.caption(f"Slurm jobs {', '.join(jobs[-5:])}" + (f" ({note})" if note else ""))
+
+
+def submit_to_cluster(root: Path, preset: SweepPreset) -> str:
+    """Submit ``preset`` to Slurm with the store's ``slurm.json`` (``sweep --executor slurm --detach``,
+    which returns once submitted); its summary line, with the job ids."""
+    path = root / "slurm" / "app_preset.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, preset.to_json().encode())
+    command = [sys.executable, "-m", "hicd_core", "sweep", "--preset", str(path), "--store", str(root),
+               "--executor", "slurm", "--detach", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
+    return next((line for line in done.stdout.splitlines() if line.startswith("submitted")), "submitted")
 
 
 running_status = st.fragment(run_every=2)(_status_panel)
@@ -135,4 +176,11 @@ def start_training(ctx: AppContext, **subset: Any) -> bool:
     if ctx.store is None:
         return False
     preset = extension_preset(ctx.store, ctx.info, ctx.default_bundle, **subset)
+    if (Path(ctx.store_root) / SLURM_CONFIG_FILE).is_file():  # this store trains on a Slurm cluster
+        try:
+            st.session_state[CLUSTER_FLASH] = "Slurm: " + submit_to_cluster(Path(ctx.store_root), preset)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            st.session_state[CLUSTER_FLASH] = f"Slurm submission failed: {exc}"
+            return False
+        return True
     return background.start_sweep(ctx.store_root, preset)

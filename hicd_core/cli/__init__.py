@@ -17,7 +17,8 @@ from hicd_core.cli.common import CliError
 
 #: Sub-command module -> the commands it registers, in help order.
 COMMAND_MODULES = {"codes": ("codes",), "data": ("synth", "cohort"), "sweep": ("sweep",),
-                   "report": ("report",), "verify": ("verify",), "export": ("export-meds",)}
+                   "report": ("report",), "verify": ("verify",), "export": ("export-meds",),
+                   "status": ("status",)}
 
 
 def _unavailable(names: tuple[str, ...], error: ImportError):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hicd_core.cli.common import add_store_options, open_store
+from hicd_core.cli.common import CliError, add_store_options, open_store, positive_int
 from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, SweepPreset, load_preset, parse_list, parse_seeds
 from hicd_core.hierarchy.levels import HIERARCHIES, Setting
 
@@ -102,17 +102,76 @@ def preset_from_args(args: argparse.Namespace) -> SweepPreset:
     return preset.with_overrides(**overrides)
 
 
+SLURM_OPTIONS = ("partition", "gpus_per_task", "cpus_per_task", "mem", "time", "array_parallelism", "account",
+                 "extra")
+
+
+def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--slurm-*`` options given on the command line (None for the rest)."""
+    from hicd_core.experiments.slurm_config import parse_extra
+
+    values = {name: getattr(args, f"slurm_{name}") for name in SLURM_OPTIONS}
+    values["extra"] = parse_extra(args.slurm_extra) if args.slurm_extra else None
+    return values
+
+
+def _check_executor_options(args: argparse.Namespace) -> None:
+    if args.executor == "slurm":
+        return
+    given = [f"--slurm-{name.replace('_', '-')}" for name in SLURM_OPTIONS
+             if getattr(args, f"slurm_{name}") is not None]
+    if args.detach:
+        given.insert(0, "--detach")
+    if given:
+        raise CliError(f"{given[0]} applies to --executor slurm only")
+
+
+def _slurm_executor(args: argparse.Namespace, store_root: Path) -> tuple[Any, str]:
+    """The Slurm executor from the store's slurm.json and the options, and the device its tasks use
+    (``auto`` means what the tasks will have: CUDA when GPUs are requested, else CPU)."""
+    from hicd_core.experiments.slurm import SlurmExecutor
+    from hicd_core.experiments.slurm_config import SlurmConfigError, merged_config
+
+    try:
+        config = merged_config(store_root, _slurm_overrides(args))
+    except SlurmConfigError as exc:
+        raise CliError(str(exc)) from None
+    device = args.device
+    if device == "auto":
+        device = "cuda" if config.gpus_per_task else "cpu"
+    return SlurmExecutor(config, detach=args.detach), device
+
+
+def _print_submission(executor: Any, outcome: dict[str, str], store: Any) -> None:
+    tasks = executor.submitted
+    jobs = sorted({task["task_id"].split("_")[0] for task in tasks})
+    queued = sum(status == "queued" for status in outcome.values())
+    print(f"submitted {sum(len(task['runs']) for task in tasks)} runs in {len(tasks)} Slurm array tasks"
+          + (f" (job {', '.join(jobs)})" if jobs else "")
+          + (f"; {queued} runs already queued" if queued else ""))
+    if tasks:
+        print(f"logs: {Path(tasks[0]['stdout']).parent.parent}/<job>_<task>/")
+    print(f"progress: python -m hicd_core status --store {store.root}"
+          + (f"; cancel: scancel {' '.join(jobs)}" if jobs else ""))
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     from hicd_core.experiments.sweep import Sweep, expected_runs, resolve_cohorts
 
+    _check_executor_options(args)
     preset = preset_from_args(args)
     cohorts = resolve_cohorts(preset.cohort, preset.target, preset.synthetic_patients,
                               preset.hierarchy_signal)
-    specs = expected_runs(preset, cohorts, args.device)
     own = _own_store_name(preset.hierarchy_signal)
     if not args.store and args.store_name == "default" and own:
         args.store_name = own
     store = open_store(args)
+    executor, device = None, args.device
+    if args.executor == "slurm":
+        executor, device = _slurm_executor(args, store.root)
+    # The run keys use the model preset of the device the runs train on (a login node may have no GPU).
+    specs = expected_runs(preset, cohorts, args.device if executor is None or device == "cpu"
+                          else _torch_device(device))
     done = sum(store.is_finished(run_id) for run_id in specs)
     print(f"preset {preset.name}: {len(specs)} runs ({done} already finished) on {cohorts.source.label}"
           + (f" -> {cohorts.target.label}" if cohorts.target is not None else "") + f"\nstore: {store.root}")
@@ -132,8 +191,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         status = StatusWriter(Path(args.status_file))
     callbacks = [cb for cb in (bars, status) if cb is not None]
     try:
-        outcome = Sweep(store, cohorts, device=args.device,
-                        callback=lambda event: [cb(event) for cb in callbacks]).run(specs, args.workers)
+        outcome = Sweep(store, cohorts, device=device, callback=lambda event: [cb(event) for cb in callbacks]
+                        ).run(specs, args.workers, executor=executor)
     except BaseException as exc:
         if status is not None:
             status.close("failed", f"{type(exc).__name__}: {exc}")
@@ -141,6 +200,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     finally:
         if bars is not None:
             bars.close()
+    if executor is not None:
+        from hicd_core.experiments.slurm_config import write_config
+
+        write_config(store.root, executor.config)  # so the app (and the next sweep) submit the same way
+        if args.detach:
+            if status is not None:
+                status.close("submitted", "runs submitted to Slurm")
+            _print_submission(executor, outcome, store)
+            return 0
     if status is not None:
         status.close("finished" if all(v != "failed" for v in outcome.values()) else "failed")
     failed = [run_id for run_id, status in outcome.items() if status == "failed"]
@@ -149,6 +217,42 @@ def run_sweep(args: argparse.Namespace) -> int:
     for run_id in failed:
         print(f"  failed: {run_id}: {store.failure(run_id)['error'].splitlines()[0]}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _torch_device(name: str) -> Any:
+    import torch
+
+    return torch.device(name)
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--slurm-gpus-per-task must be 0 or more, got {text!r}")
+    return int(text)
+
+
+def _add_executor_options(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("--executor", choices=["local", "slurm"], default="local",
+                       help="local: this machine's worker processes (default); slurm: one Slurm job-array "
+                            "task per run group, through submitit (the store must be on shared storage)")
+    sweep.add_argument("--detach", action="store_true",
+                       help="slurm: return once submitted (follow with `python -m hicd_core status`)")
+    group = sweep.add_argument_group("Slurm (with --executor slurm; defaults from <store>/slurm.json, "
+                                     "which each submission updates)")
+    group.add_argument("--slurm-partition")
+    group.add_argument("--slurm-gpus-per-task", type=_non_negative,
+                       help="default: 1 with --device cuda, else none")
+    group.add_argument("--slurm-cpus-per-task", type=positive_int("--slurm-cpus-per-task"),
+                       help="also each task's thread count (default 4)")
+    group.add_argument("--slurm-mem", help="memory per task, e.g. 32G (default: the cluster's)")
+    group.add_argument("--slurm-time", help="time limit per attempt: minutes or [D-]HH:MM:SS (default "
+                                            "4:00:00); a timed-out task is requeued and resumes its group")
+    group.add_argument("--slurm-array-parallelism", type=positive_int("--slurm-array-parallelism"),
+                       help="tasks running at once (default 64)")
+    group.add_argument("--slurm-account")
+    group.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                       help="any other sbatch or submitit parameter, e.g. qos=high, constraint=a100, "
+                            "signal_delay_s=120 (repeatable)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -183,6 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="processes running groups of runs in parallel: auto (CPU: one per core, at "
                             "most 4; CUDA: 1) or a number; the cores are shared out between them")
     add_store_options(sweep)
+    _add_executor_options(sweep)
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.add_argument("--status-file", help="also write progress as JSON here (used by the app)")
     sweep.set_defaults(func=run_sweep)

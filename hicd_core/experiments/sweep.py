@@ -7,26 +7,16 @@
 * One failed run is recorded under ``failed/`` and the sweep carries on with the others.
 * Task-independent pretraining (HICD-BERT MLM, HICD-Graph GCN) is done once per (model, setting,
   seed) and shared by the tasks; the HICD-BERT encoder is also persisted under ``shared/``.
-* On CPU the runs are spread over worker processes (``workers``), one group of runs sharing a
-  pretraining per task. The small CPU presets are overhead-bound: one HICD-BERT setting costs 64
-  CPU-s on 1 thread against 81 on 2 (benchmarks/bench_bert.py), and on two cores two 1-thread
-  workers finish the default bundle 1.50x sooner than one 2-thread process (bench_sweep.py).
+* Where the groups run is an executor's job (:mod:`hicd_core.experiments.executors`): this machine's
+  worker processes by default, a Slurm job array with :mod:`hicd_core.experiments.slurm`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
-import os
-import queue
-import sys
 import time
 import traceback
-import types
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +26,13 @@ import numpy as np
 from hicd_core.checksums import write_manifest
 from hicd_core.cohort import ADMISSIONS, EICU, MIMIC_IV, TEST, VALIDATION, VISIT_KIND, Cohort, load_cohort
 from hicd_core.cohort.store import read_cohort
+from hicd_core.experiments.executors import (  # noqa: F401  (cpu_cores, resolve_workers: public here too)
+    Executor,
+    LocalExecutor,
+    cpu_cores,
+    overall_and_eta,
+    resolve_workers,
+)
 from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
 from hicd_core.experiments.spec import RunSpec, SweepPreset
@@ -158,33 +155,6 @@ def _embedding_outputs(family: Any, trained: Any, folder: Path, seed: int) -> di
     return summary
 
 
-def cpu_cores() -> int:
-    """Cores this process may use (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-#: Most worker processes ``workers="auto"`` starts: each holds its own copy of the cohorts (loading a
-#: full-MIMIC-IV-size cohort peaks at 1.7 GB, benchmarks/bench_cohort.py), so more would trade memory
-#: for little.
-MAX_AUTO_WORKERS = 4
-
-
-def resolve_workers(workers: int | str, device: str) -> int:
-    """``auto``: one process on CUDA (the GPU is the shared resource); on CPU one per core, at most
-    :data:`MAX_AUTO_WORKERS`."""
-    if workers == "auto":
-        if pick_device(device).type == "cuda":
-            return 1
-        workers = min(cpu_cores(), MAX_AUTO_WORKERS)
-    count = int(workers)
-    if count < 1:
-        raise ValueError(f"workers must be at least 1, got {workers!r}")
-    return count
-
-
 def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]]]:
     """Runs that share a pretraining, in order (task runs before the transfer probes that read
     them). Seed-major like the preset: every group of the first seed (in ``todo``'s seed order)
@@ -200,90 +170,6 @@ def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]
     # HICD-BERT groups cost ~3x HICD-Graph ones on CPU (bench_bert / bench_graph).
     return sorted(ordered, key=lambda g: (seed_rank[g[0][1].seed], g[0][1].hierarchy != "real",
                                           g[0][1].model != "bert", -len(g)))
-
-
-def _overall_and_eta(done_fraction: float, n_runs: int, started: float) -> tuple[float, float | None]:
-    """Sweep progress in [0, 1] from the summed run fractions, and a linear ETA once it means much."""
-    overall = done_fraction / n_runs
-    elapsed = time.perf_counter() - started
-    return overall, (elapsed / overall * (1 - overall) if overall > 0.02 else None)
-
-
-_WORKER: dict[str, Any] = {}
-
-#: Thread-pool sizes a worker process reads at start-up (OpenMP for torch and PyG, BLAS for numpy and
-#: scikit-learn, numba for UMAP). Left at their defaults, two processes each spin two threads on two
-#: cores and every run was measured ~3x slower than in one process.
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _child_thread_env(threads: int) -> Iterator[None]:
-    """Set :data:`THREAD_ENV` while worker processes are spawned (they inherit the environment)."""
-    saved = {name: os.environ.get(name) for name in THREAD_ENV}
-    os.environ.update(dict.fromkeys(THREAD_ENV, str(threads)))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _plain_main() -> Iterator[None]:
-    """Spawned workers re-run the parent's ``__main__`` when it is a file (multiprocessing's spawn
-    rule): a script without a main guard, or a Streamlit page that AppTest installed as ``__main__``,
-    would then run again inside every worker and kill it. The workers need nothing from it, so they
-    are spawned while ``__main__`` is an empty module."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker when the sweep process dies (a killed sweep must
-    not leave workers writing into the store behind a resumed one)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _worker_init(store_root: str, descriptor: dict, device: str, embeddings: bool, threads: int,
-                 events: Any) -> None:
-    """Start of a worker process: its thread count, its own cohorts and a Sweep over the store.
-
-    A failure here is kept and raised by every task of the worker, so the runs fail with its message
-    (an exception escaping an initializer only breaks the pool, without saying why)."""
-    import torch
-
-    _die_with_parent()
-    torch.set_num_threads(threads)
-    try:
-        cohorts = Cohorts.from_descriptor(descriptor)
-        _WORKER["sweep"] = Sweep(RunStore(Path(store_root)), cohorts, device=device, callback=events.put,
-                                 embeddings=embeddings)
-    except Exception as exc:
-        _WORKER["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _worker_run(group: list[tuple[str, RunSpec]]) -> dict[str, str]:
-    if "error" in _WORKER:
-        raise RuntimeError(f"the worker process could not start: {_WORKER['error']}")
-    sweep: Sweep = _WORKER["sweep"]
-    sweep._prepared.clear()  # one group's pretraining is never needed by the next group
-    sweep._trained.clear()
-    return sweep._run_todo(group, write_table=False)
 
 
 class Sweep:
@@ -373,11 +259,19 @@ class Sweep:
             write_manifest(tmp)  # last: every file of the run, checked whenever the run is read
 
     # ------------------------------------------------------------------ the sweep
-    def run(self, specs: dict[str, RunSpec], workers: int | str = 1) -> dict[str, str]:
-        """Run every unfinished spec; returns run_id -> 'finished' | 'skipped' | 'failed'.
+    def forget_group(self) -> None:
+        """Drop the in-memory pretraining and models: one group's are never needed by the next."""
+        self._prepared.clear()
+        self._trained.clear()
 
-        ``workers`` > 1 (or ``auto``) spreads groups of runs over that many processes, each with an
-        equal share of the cores; cohorts that did not come from a folder run in this process.
+    def run(self, specs: dict[str, RunSpec], workers: int | str = 1,
+            executor: Executor | None = None) -> dict[str, str]:
+        """Run every unfinished spec; returns run_id -> 'finished' | 'skipped' | 'failed' (or, for an
+        executor that returns before the runs end, 'submitted' | 'queued').
+
+        ``executor`` says where the runs execute (default: :class:`LocalExecutor` with ``workers``:
+        > 1 or ``auto`` spreads groups of runs over that many processes, each with an equal share of
+        the cores; cohorts that did not come from a folder run in this process).
         """
         source, target = self.cohorts.source, self.cohorts.target
         info = {"source": source.label, "source_fingerprint": source.fingerprint,
@@ -397,13 +291,7 @@ class Sweep:
         self.store.write_store_info(info)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
-        count = resolve_workers(workers, self.device) if self.cohorts.reloadable() else 1
-        if count > 1 and todo:
-            # Even when fewer groups than workers are left, they run in workers with the same thread
-            # count: float results depend on it, and a resumed sweep must match an uninterrupted one.
-            outcome.update(self._run_parallel(todo, count))
-        else:
-            outcome.update(self._run_todo(todo))
+        outcome.update((executor or LocalExecutor(workers)).run(self, todo))
         return outcome
 
     def _run_todo(self, todo: list[tuple[str, RunSpec]], write_table: bool = True) -> dict[str, str]:
@@ -412,7 +300,7 @@ class Sweep:
         sweep_start = time.perf_counter()
         for index, (run_id, spec) in enumerate(todo):
             def progress(event: ProgressEvent, index: int = index, run_id: str = run_id) -> None:
-                overall, eta = _overall_and_eta(index + event.fraction, len(todo), sweep_start)
+                overall, eta = overall_and_eta(index + event.fraction, len(todo), sweep_start)
                 metrics = ", ".join(f"{k} {v:.3g}" for k, v in list(event.metrics.items())[:3])
                 self.callback(SweepEvent(run_id, index, len(todo), event.stage, event.fraction, overall, eta,
                                          metrics))
@@ -432,85 +320,4 @@ class Sweep:
                 self.store.write_results_table()
             outcome[run_id] = "finished"
             self.callback(SweepEvent(run_id, index, len(todo), "done", 1.0, (index + 1) / len(todo), None))
-        return outcome
-
-    def _run_parallel(self, todo: list[tuple[str, RunSpec]], workers: int) -> dict[str, str]:
-        """Groups of runs on up to ``workers`` processes (spawned: no forked torch state), each with
-        cores // ``workers`` threads. Their events come back through a queue and are re-expressed
-        against the whole sweep; this process alone writes the results table.
-
-        A worker that dies (killed, out of memory) breaks the whole pool; the groups it took down
-        with it are then retried one per single-process pool, so only the group that kills its
-        process fails.
-        """
-        index_of = {run_id: index for index, (run_id, _) in enumerate(todo)}
-        fraction = dict.fromkeys(index_of, 0.0)
-        context = multiprocessing.get_context("spawn")
-        events = context.Queue()
-        sweep_start = time.perf_counter()
-        threads = max(1, cpu_cores() // workers) if pick_device(self.device).type == "cpu" else 1
-        initargs = (str(self.store.root), self.cohorts.descriptor(), self.device, self.embeddings, threads,
-                    events)
-
-        def relay(event: SweepEvent) -> None:
-            fraction[event.run_id] = event.run_fraction
-            overall, eta = _overall_and_eta(sum(fraction.values()), len(todo), sweep_start)
-            if event.stage == "done":
-                self.store.write_results_table()
-            self.callback(replace(event, run_index=index_of[event.run_id], n_runs=len(todo),
-                                  overall_fraction=overall, eta_seconds=eta))
-
-        def relay_pending() -> None:
-            while True:
-                try:
-                    relay(events.get_nowait())
-                except queue.Empty:
-                    return
-
-        def fail(group: list[tuple[str, RunSpec]], detail: str) -> dict[str, str]:
-            """Record the group's unfinished runs as failed with ``detail``."""
-            failed: dict[str, str] = {}
-            for run_id, spec in group:
-                if not self.store.is_finished(run_id):
-                    self.store.mark_failed(run_id, spec, detail)
-                    failed[run_id] = "failed"
-                    relay(SweepEvent(run_id, 0, len(todo), "failed", 1.0, 0.0, None, detail))
-            return failed
-
-        def run_pool(groups: list[list[tuple[str, RunSpec]]], size: int
-                     ) -> tuple[dict[str, str], list[list[tuple[str, RunSpec]]]]:
-            """Finished outcomes, and the groups a broken pool did not finish."""
-            done: dict[str, str] = {}
-            broken: list[list[tuple[str, RunSpec]]] = []
-            with _child_thread_env(threads), _plain_main(), ProcessPoolExecutor(
-                    max_workers=size, mp_context=context, initializer=_worker_init,
-                    initargs=initargs) as pool:
-                futures = {pool.submit(_worker_run, group): group for group in groups}
-                pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    relay_pending()
-                    for future in finished:
-                        try:
-                            done.update(future.result())
-                        except BrokenProcessPool:
-                            broken.append(futures[future])
-                        except Exception as exc:  # the worker could not start: its message, per run
-                            done.update(fail(futures[future], str(exc)))
-            relay_pending()  # the workers have exited, so everything they sent is readable
-            return done, broken
-
-        groups = run_groups(todo)
-        outcome, broken = run_pool(groups, min(workers, len(groups)))
-        for group in broken:  # isolate: one process per group, so a crash fails only its own runs
-            left = [(run_id, spec) for run_id, spec in group if not self.store.is_finished(run_id)]
-            done, still_broken = run_pool([left], 1) if left else ({}, [])
-            outcome.update(done)
-            for crashed in still_broken:
-                outcome.update(fail(crashed, "the worker process running this run died (killed or out of "
-                                             "memory)"))
-        for run_id, _ in todo:  # runs of a retried group that finished before the crash
-            if run_id not in outcome and self.store.is_finished(run_id):
-                outcome[run_id] = "finished"
-        self.store.write_results_table()
         return outcome
