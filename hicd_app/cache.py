@@ -111,6 +111,22 @@ def comparisons(root: str, version: str) -> pd.DataFrame:
     return _guarded("Comparing with the flat model", lambda: report.comparisons(RunStore(root)))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def delta_cells(root: str, version: str, evaluation: str | None, metric: str, corrected: bool
+                ) -> pd.DataFrame:
+    """The heatmap cells of the store (across-seed tests): the same for every session, so computed
+    once per process; per session they were the largest app cost under load (2026-12-05 profile)."""
+    from hicd_core.analysis.results_view import delta_cells as cells
+
+    return cells(comparisons(root, version), evaluation, metric, corrected)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def headline(root: str, version: str) -> pd.DataFrame:
+    """The Overview's headline (best setting per model and task, across seeds), once per process."""
+    return report.headline(comparisons(root, version))
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def predictions(root: str, run_id: str) -> pd.DataFrame:
     """A finished run never changes, so its predictions are keyed by run id alone."""

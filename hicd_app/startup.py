@@ -6,6 +6,12 @@ parsing and caching the cohorts. Done silently, that left an empty main pane for
 step is shown in the main pane as it runs, from the first second (this module imports only
 Streamlit, so the status box is drawn before anything heavy is imported), with its time when done.
 Later sessions of the same server skip it: every step's result sits in a Streamlit cache.
+
+After the first start the process's long-lived heap (engine modules, ICD-10-CM tables, cohorts) is
+frozen out of the garbage collector, and Streamlit's forced full collection after every script run
+is turned off (:func:`_spare_the_collector`): on this heap each forced ``gc.collect(2)`` took
+0.3-0.8 s with the GIL held, so under load every session waited behind every other session's
+collection (measured 2026-12-05, ``benchmarks/bench_browser.py`` ``concurrent_sessions``).
 """
 
 from __future__ import annotations
@@ -66,6 +72,29 @@ def _cohort_steps() -> list[tuple[str, Callable[[], Any]]]:
     return steps
 
 
+def _spare_the_collector() -> None:
+    """Once per process, after the first start: stop full garbage collections from walking the
+    long-lived heap.
+
+    Streamlit runs ``gc.collect(2)`` after every script run (``runner.postScriptGC``). With PyTorch,
+    pandas, the ICD-10-CM tables and the cohorts loaded that walks ~0.5 M objects, holding the GIL for
+    0.3-0.8 s per page view, so ten concurrent sessions queue behind each other's collections.
+    ``gc.freeze()`` moves everything alive now (all of it shared and kept for the process's life) out
+    of the collector's reach, and the forced per-run collection is turned off: Python's own
+    generational collector still runs and still frees a session's cycles. A ``runner.postScriptGC``
+    the user set in a config file or flag is respected.
+    """
+    import gc
+
+    from streamlit import config
+    from streamlit.config_option import ConfigOption
+
+    if config.get_where_defined("runner.postScriptGC") == ConfigOption.DEFAULT_DEFINITION:
+        config.set_option("runner.postScriptGC", False, "hicd_app.startup")
+    gc.collect()
+    gc.freeze()
+
+
 def prepare() -> None:
     """Run the first start's slow steps, each shown as it runs; nothing on later sessions."""
     server = _server()
@@ -80,6 +109,7 @@ def prepare() -> None:
                 action()
         status.update(label=f"Ready: first start took {time.perf_counter() - started:.0f} s",
                       state="complete", expanded=False)
+    _spare_the_collector()
     server["prepared"] = True
 
 

@@ -45,7 +45,7 @@ def results_panel() -> None:
     corrected = marks == "Holm-corrected p"
     comparison = cache.comparisons(ctx.root_key, ctx.version)
     widgets.show_problem(comparison)
-    cells = results_view.delta_cells(comparison, evaluation, metric, corrected)
+    cells = cache.delta_cells(ctx.root_key, ctx.version, evaluation, metric, corrected)
     if cells.empty:
         st.info("No comparison yet: it needs the flat (000) run and another setting of the same model.")
     else:

@@ -6,8 +6,8 @@ import streamlit as st
 
 from hicd_app import cache, training, widgets
 from hicd_app.context import context
-from hicd_core.analysis import charts, results_view
-from hicd_core.experiments import report, store_status
+from hicd_core.analysis import charts
+from hicd_core.experiments import store_status
 from hicd_core.hierarchy import setting_label
 
 ctx = context()
@@ -122,7 +122,7 @@ if widgets.require_store(ctx):
     else:
         comparison = cache.comparisons(ctx.root_key, ctx.version)
         widgets.show_problem(comparison)
-        headline = report.headline(comparison)
+        headline = cache.headline(ctx.root_key, ctx.version)
         if headline.empty:
             st.info("A headline needs the flat (000) run and at least one other setting of the same model "
                     "and task; not there yet.")
@@ -160,7 +160,7 @@ if widgets.require_store(ctx):
                           "measure training-seed noise, which is as large as the effects; train more seeds.")
                        + " The paper itself marks uncorrected per-seed DeLong p < 0.05.")
             widgets.downloads("overview_headline", table, name="headline")
-            cells = results_view.delta_cells(comparison, None, "auroc", corrected=True)
+            cells = cache.delta_cells(ctx.root_key, ctx.version, None, "auroc", corrected=True)
             heatmap = charts.delta_heatmap_figure(cells, "auroc")
             st.plotly_chart(heatmap, key="overview_heatmap", width="stretch")
             st.caption("How to read it: every model and task (rows) against its flat model, for each "

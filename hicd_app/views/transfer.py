@@ -36,7 +36,7 @@ def probe_panel() -> None:
     widgets.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
     comparison = cache.comparisons(ctx.root_key, ctx.version)
     widgets.show_problem(comparison)
-    cells = results_view.delta_cells(comparison, evaluation, metric, True)
+    cells = cache.delta_cells(ctx.root_key, ctx.version, evaluation, metric, True)
     if not cells.empty:
         table = cells[["row", "setting", "delta", "ci_low", "ci_high", "p_holm", "p_raw", "n_seeds",
                        "method", "note"]].rename(columns={

@@ -1,0 +1,83 @@
+"""Load behaviour of the app that a change can break (no timings here: those are in
+``benchmarks/bench_browser.py`` ``concurrent_sessions``).
+
+* Shared, read-only results are computed once per server process, not once per session: two
+  AppTest sessions on the same store call the engine once.
+* The first start takes the long-lived heap out of the garbage collector and turns off Streamlit's
+  forced full collection after every run (0.3-0.8 s with the GIL held per page view on the default
+  bundle), unless the user configured it.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit import config
+from streamlit.config_option import ConfigOption
+from streamlit.testing.v1 import AppTest
+
+from hicd_app import context, startup
+from hicd_core.experiments import background, report
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+TIMEOUT = 180
+GC_OPTION = "runner.postScriptGC"
+
+
+@pytest.fixture
+def app_env(tiny_store, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(context.STORE_ENV, str(tiny_store.root))
+    monkeypatch.setenv(context.NO_AUTOTRAIN_ENV, "1")
+    monkeypatch.setattr(background, "start_sweep", lambda root, preset: True)
+    return tiny_store
+
+
+def _counted(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Replace ``module.name`` by a wrapper that counts its calls."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_shared_results_are_computed_once_across_sessions(app_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    st.cache_data.clear()
+    results = _counted(monkeypatch, report, "results")
+    comparisons = _counted(monkeypatch, report, "comparisons")
+    seen = []
+    for _ in range(2):  # two browser sessions: two independent AppTests on one server process
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        assert not at.exception, at.exception
+        assert any("Headline" in header.value for header in at.header)
+        seen.append((len(results), len(comparisons)))
+    first, second = seen
+    assert min(first) >= 1  # the first session computed them (comparisons reads results itself)
+    assert second == first  # the second session reused them: no engine call of its own
+
+
+def test_first_start_spares_the_collector(app_env) -> None:
+    startup._server.clear()  # a fresh process's first start
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert config.get_option(GC_OPTION) is False
+    assert gc.get_freeze_count() > 0
+
+
+def test_a_configured_post_script_gc_is_respected() -> None:
+    before = config.get_option(GC_OPTION), config.get_where_defined(GC_OPTION)
+    try:
+        config.set_option(GC_OPTION, True, "a user's config.toml")
+        startup._spare_the_collector()
+        assert config.get_option(GC_OPTION) is True
+    finally:
+        value, where = before
+        config.set_option(GC_OPTION, value, where if where != ConfigOption.DEFAULT_DEFINITION else
+                          ConfigOption.DEFAULT_DEFINITION)
