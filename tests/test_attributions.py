@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -223,18 +222,16 @@ def test_explain_patient_all_settings_and_cache(tiny_store, bert_runs, graph_run
                                                 small_source_cohort) -> None:
     A.clear_caches()
     sid = int(samples["sample_id"].iloc[2])
-    start = time.perf_counter()
     report = A.explain_patient(tiny_store, bert_runs, small_source_cohort, TASK, sid, n_steps=32)
-    first = time.perf_counter() - start
     assert not report.cached and report.model == "bert" and report.synthetic
     assert report.risks["setting"].tolist() == list(SETTINGS)
     assert report.risks["prob"].between(0, 1).all() and np.isfinite(report.risks["delta"]).all()
     # The fp32 forward agrees with the stored test prediction (bf16 training allowed for).
     assert (report.risks["prob"] - report.risks["stored_prob"]).abs().max() < 0.05
-    start = time.perf_counter()
     again = A.explain_patient(tiny_store, bert_runs, small_source_cohort, TASK, sid, n_steps=32)
-    second = time.perf_counter() - start
-    assert again.cached and second < max(0.5, first / 3)
+    assert again.cached  # no timing assert: the same objects come back (below), so nothing was recomputed
+    assert again.risks["prob_calibrated"].equals(report.risks["prob_calibrated"])
+    assert report.risks["prob_calibrated"].between(0, 1).all()
     for s in SETTINGS:
         assert again.attributions[s] is report.attributions[s]
     totals = report.component_totals()

@@ -618,7 +618,12 @@ def _calibrated(store: RunStore, run_id: str, prob: float) -> float:
     from hicd_core.experiments.runstore import METRICS_FILE
     from hicd_core.stats import apply_platt
 
-    calibration = json.loads(read_verified(store.run_dir(run_id), METRICS_FILE)).get("calibration")
+    path = store.run_dir(run_id) / METRICS_FILE
+    key = ("calibration", str(path), path.stat().st_mtime_ns)
+    calibration = _recall(_PRED_CACHE, key)
+    if calibration is None:  # read (and verified) once per run, like the stored predictions
+        found = json.loads(read_verified(store.run_dir(run_id), METRICS_FILE)).get("calibration") or {}
+        calibration = _remember(_PRED_CACHE, key, found, MODEL_CACHE_SIZE)
     return float(apply_platt([prob], calibration)[0]) if calibration else float("nan")
 
 
