@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,22 @@ def db_path(path: Path | str | None = None) -> Path:
     return Path(path) if path is not None else data_dir() / DB_NAME
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new database to WAL once. Changing the journal mode needs an exclusive lock and SQLite
+    answers "database is locked" at once, without the busy handler, when another connection holds
+    the database meanwhile (first use by several writers): so retry until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def _connect(path: Path | str | None) -> Iterator[sqlite3.Connection]:
     """A fresh connection per call: sqlite3 connections must not be shared across threads."""
@@ -61,7 +78,7 @@ def _connect(path: Path | str | None) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_SCHEMA)
         yield conn
