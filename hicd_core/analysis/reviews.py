@@ -10,6 +10,7 @@ failing), and each insert is one short transaction. Reviews hold de-identified i
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -54,36 +55,99 @@ def db_path(path: Path | str | None = None) -> Path:
     return Path(path) if path is not None else data_dir() / DB_NAME
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch a new database to WAL once. Changing the journal mode needs an exclusive lock and SQLite
-    answers "database is locked" at once, without the busy handler, when another connection holds
-    the database meanwhile (first use by several writers): so retry until the busy timeout."""
+#: ``HICD_REVIEW_JOURNAL``: ``wal``, ``delete`` (rollback journal) or ``auto`` (the default: WAL unless the
+#: database lies on a network file system or SQLite refuses WAL there).
+JOURNAL_ENV = "HICD_REVIEW_JOURNAL"
+JOURNAL_MODES = ("auto", "wal", "delete")
+#: File systems on which WAL's shared-memory index does not work across machines (SQLite's own advice).
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "afs", "lustre", "glusterfs",
+              "ceph", "fuse.glusterfs", "fuse.ceph", "davfs", "fuse.davfs2")
+
+
+def network_filesystem(path: Path) -> bool:
+    """Whether ``path`` lies on a network file system (by the longest matching mount in /proc/mounts;
+    False where the mount table cannot be read)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    target, best, fstype = str(Path(path).resolve()), -1, ""
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, fstype = len(point), parts[2]
+    return fstype.lower() in NETWORK_FS
+
+
+def journal_choice(path: Path, requested: str | None = None) -> str:
+    """``wal`` or ``delete`` for the database at ``path``: the requested mode, else ``$HICD_REVIEW_JOURNAL``,
+    else ``auto`` (rollback journaling on a network file system, where WAL's shared memory fails)."""
+    mode = (requested or os.environ.get(JOURNAL_ENV) or "auto").strip().lower()
+    if mode not in JOURNAL_MODES:
+        raise ReviewError(f"{JOURNAL_ENV} must be one of {', '.join(JOURNAL_MODES)}; got {mode!r}")
+    if mode == "auto":
+        return "delete" if network_filesystem(path.parent) else "wal"
+    return mode
+
+
+def _set_journal(conn: sqlite3.Connection, wanted: str) -> str:
+    """Switch the database to ``wanted`` (``wal`` / ``delete``) once and return the mode in force.
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is locked" at once,
+    without the busy handler, when another connection holds the database meanwhile (first use by
+    several writers): so retry until the busy timeout. Where WAL cannot work SQLite keeps the old mode
+    (or fails with an I/O error): fall back to the rollback journal then.
+    """
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError:
+            current = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+            if current != wanted:
+                current = conn.execute(f"PRAGMA journal_mode = {wanted.upper()}").fetchone()[0].lower()
+            if wanted == "wal" and current != "wal":  # refused: e.g. a VFS without shared memory
+                current = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0].lower()
+            return current
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                if wanted == "wal":  # WAL failed outright (shared memory, locking): rollback journal
+                    wanted = "delete"
+                    continue
+                raise
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Kept for callers of the earlier name: WAL with the same retry and fallback."""
+    _set_journal(conn, "wal")
+
+
 @contextlib.contextmanager
-def _connect(path: Path | str | None) -> Iterator[sqlite3.Connection]:
-    """A fresh connection per call: sqlite3 connections must not be shared across threads."""
+def connect(path: Path | str | None = None, *, schema: str = "", journal: str | None = None
+            ) -> Iterator[sqlite3.Connection]:
+    """A fresh connection per call (sqlite3 connections must not be shared across threads) in
+    autocommit mode, with a busy timeout, the journal mode of :func:`journal_choice` and the review
+    schema plus ``schema`` (the review sessions' tables live in the same file)."""
     target = db_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        _use_wal(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
+        mode = _set_journal(conn, journal_choice(target, journal))
+        # WAL is durable enough with NORMAL; the rollback journal needs FULL not to lose a commit.
+        conn.execute(f"PRAGMA synchronous = {'NORMAL' if mode == 'wal' else 'FULL'}")
+        conn.executescript(_SCHEMA + schema)
         yield conn
     finally:
         conn.close()
+
+
+_connect = connect
 
 
 def _clean_reviewer(reviewer: object) -> str:
