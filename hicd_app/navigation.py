@@ -20,6 +20,8 @@ PAGES = (
     ("Models", "embeddings.py", "Embeddings", ":material/scatter_plot:"),
     ("Models", "transfer.py", "Transfer", ":material/swap_horiz:"),
     ("Patients", "patient.py", "Patient", ":material/person:"),
+    ("Reviews", "review_session.py", "Review session", ":material/rate_review:"),
+    ("Reviews", "reviews.py", "Reviews", ":material/fact_check:"),
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import sqlite3
 from dataclasses import asdict, dataclass
@@ -200,6 +201,9 @@ def create_session(config: SessionConfig, items: pd.DataFrame, *, path: Path | s
 def get_session(session_id: str, *, path: Path | str | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """(config with ``session_id`` / ``created_at``, items in order); raises ReviewError when unknown."""
     sid = normalise_id(session_id)
+    if not re.fullmatch(r"[A-Z0-9]{1,16}", sid):  # never echo arbitrary text back into a page
+        raise ReviewError(f"That is not a session id: an id is {ID_LENGTH} letters and digits, as the "
+                          "facilitator gave it.")
     with connect(path, schema=_SCHEMA) as conn:
         row = conn.execute("SELECT config, created_at FROM review_sessions WHERE session_id = ?",
                            (sid,)).fetchone()
@@ -308,6 +312,29 @@ def export_session(session_id: str, *, path: Path | str | None = None) -> bytes:
     return json.dumps(payload, indent=1, sort_keys=True).encode("utf-8")
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")
+
+
+def _check_shared(session_id: str, config: dict[str, Any]) -> None:
+    """An imported session's id and fields are shown on pages: only plain tokens are accepted."""
+    from hicd_core.hierarchy import Setting
+
+    if not re.fullmatch(r"[A-Z0-9]{4,16}", session_id):
+        raise ReviewError(f"the export's session id {session_id[:20]!r} is not a session id")
+    for field in ("model", "task", "flat_run", "setting_run"):
+        if not _NAME.match(str(config.get(field, ""))):
+            raise ReviewError(f"the export's {field} is missing or not a plain name")
+    try:
+        Setting(str(config.get("setting")))
+    except ValueError as exc:
+        raise ReviewError(f"the export's setting {config.get('setting')!r} is not a hierarchy "
+                          "setting") from exc
+    if config.get("selection") not in SELECTIONS:
+        raise ReviewError("the export's selection is not one this version knows")
+    if len(str(config.get("title") or "")) > MAX_TITLE:
+        raise ReviewError(f"the export's title is longer than {MAX_TITLE} characters")
+
+
 def import_session(data: bytes | str, *, path: Path | str | None = None) -> dict[str, int | str]:
     """Merge an exported session into this data directory. Returns ``{"session_id", "new_session",
     "added", "updated"}``; the same file imported twice adds and updates nothing."""
@@ -326,6 +353,7 @@ def import_session(data: bytes | str, *, path: Path | str | None = None) -> dict
                  str(a["answered_at"])) for a in payload["answers"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ReviewError(f"the export is incomplete or damaged ({type(exc).__name__}: {exc})") from exc
+    _check_shared(sid, config)
     positions = set(items["position"].astype(int))
     if any(r[3] not in positions for r in rows):
         raise ReviewError("the export has answers to items the session does not hold")
