@@ -25,7 +25,7 @@ def test_default_bundle_trains_three_seeds_seed_major() -> None:
     preset = PRESETS["default"]
     assert preset.seeds == (0, 1, 2) and PRESETS["tiny"].seeds == (0,)
     runs = preset.runs("cpu")
-    assert len(runs) == 3 * (2 * 2 * 8 + 2 * 8)  # per seed: 2 models x 2 tasks x 8 settings + transfer
+    assert len(runs) == 3 * (3 * 2 * 8 + 3 * 8)  # per seed: 3 models x 2 tasks x 8 settings + transfer
     seeds = [r.seed for r in runs]
     assert seeds == sorted(seeds)  # every run of seed 0 before any of seed 1
     for seed in preset.seeds:
@@ -33,7 +33,7 @@ def test_default_bundle_trains_three_seeds_seed_major() -> None:
         kinds = [r.kind for r in mine]
         assert kinds == sorted(kinds, key=lambda k: k == "transfer")  # a seed's probes after its task runs
         assert {(r.model, r.setting) for r in mine if r.kind == "transfer"} == {
-            (m, s) for m in ("bert", "graph") for s in SETTINGS}
+            (m, s) for m in ("bert", "graph", "counts-lr") for s in SETTINGS}
 
 
 def test_run_groups_keep_seed_major_order() -> None:
@@ -53,7 +53,8 @@ def test_run_groups_keep_seed_major_order() -> None:
         assert kinds == sorted(kinds, key=lambda k: k == "transfer")
     first_seed = [g for g in groups if g[0][1].seed == 2 and g[0][1].hierarchy == "real"]
     models = [g[0][1].model for g in first_seed]
-    assert models == sorted(models)  # bert (~3x the cost) before graph within a seed
+    # the seconds-long counts baseline first (a first picture at once), then bert (~3x the cost), then graph
+    assert models == sorted(models, key=lambda m: (not m.startswith("counts-"), m != "bert"))
 
 
 def _old_key(spec: RunSpec, fingerprint: str) -> str:
@@ -87,8 +88,8 @@ def test_run_ids_of_the_variants() -> None:
 def test_control_null_and_paper_presets() -> None:
     control = PRESETS["control"].runs("cpu")
     task_runs = [r for r in control if r.kind == "task"]
-    assert sum(r.hierarchy == "permuted" for r in task_runs) == 3 * 2 * 2 * 7  # every non-flat setting
-    assert sum(r.setting.is_flat for r in task_runs) == 3 * 2 * 2  # flat once per model/task/seed
+    assert sum(r.hierarchy == "permuted" for r in task_runs) == 3 * 3 * 2 * 7  # every non-flat setting
+    assert sum(r.setting.is_flat for r in task_runs) == 3 * 3 * 2  # flat once per model/task/seed
     assert len(set(control)) == len(control)
     default_ids = {r.run_id(FP, "t") for r in PRESETS["default"].runs("cpu")}
     assert default_ids <= {r.run_id(FP, "t") for r in control}  # the control extends the default store
@@ -171,7 +172,7 @@ def test_permuted_control_sweep_end_to_end(small_source_cohort, tmp_path: Path) 
                                                 transfer=False, epochs_scale=0.15)
     cohorts = Cohorts(small_source_cohort, None)
     specs = expected_runs(preset, cohorts, "cpu")
-    assert len(specs) == 2 * 3  # per model: flat, real 011, permuted 011
+    assert len(specs) == 3 * 3  # per model (bert, graph, counts-lr): flat, real 011, permuted 011
     outcome = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs, workers=1)
     assert set(outcome.values()) == {"finished"}, [store.failure(k) for k in outcome]
     for run_id, spec in specs.items():
@@ -183,7 +184,7 @@ def test_permuted_control_sweep_end_to_end(small_source_cohort, tmp_path: Path) 
     assert evaluations == {"readmission_30d", "readmission_30d [permuted hierarchy]"}
     comparison = report.comparisons(store, n_resamples=50)
     permuted = comparison[comparison["evaluation"] == "readmission_30d [permuted hierarchy]"]
-    assert set(permuted["setting"]) == {"011"} and set(permuted["model"]) == {"bert", "graph"}
+    assert set(permuted["setting"]) == {"011"} and set(permuted["model"]) == {"bert", "graph", "counts-lr"}
     real = comparison[comparison["evaluation"] == "readmission_30d"].set_index("model")
     # Both trees are compared with the same (real tree's) flat run.
     assert (permuted.set_index("model")["auroc_flat"] == real["auroc_flat"]).all()

@@ -154,7 +154,8 @@ def test_parallel_sweep_matches_sequential(tiny_store, small_source_cohort, smal
     from hicd_core.experiments.sweep import cpu_cores
 
     cohorts = Cohorts(small_source_cohort, small_target_cohort)
-    preset = load_preset("tiny").with_overrides(settings=Setting.parse_list("011"), transfer=False)
+    preset = load_preset("tiny").with_overrides(models=("bert", "graph"), settings=Setting.parse_list("011"),
+                                                transfer=False)
     specs = expected_runs(preset, cohorts, "cpu")
     assert len(specs) == 2 and all(tiny_store.is_finished(run_id) for run_id in specs)
     store = RunStore(tmp_path / "sequential")

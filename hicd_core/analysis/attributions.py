@@ -73,6 +73,8 @@ GRAPH_BASELINE = ("every code and ancestor node token -> the padding node (a zer
 
 SPECIAL_TITLES = {"[CLS]": "classification token (start of the sequence)", "[SEP]": "end of a visit",
                   "[UNK]": "code not in the model's vocabulary", "[PAD]": "padding", "[MASK]": "mask"}
+#: Attribution tables with one row per code token (HICD-BERT's IG; the counts baseline's exact shares).
+TOKEN_MODELS = ("bert", "counts")
 GRAPH_KIND_LEVEL = {"code": "code", "chapter": "G0", "block": "G1", "prefix": "G2", "category": "G2"}
 
 
@@ -116,7 +118,7 @@ class Attribution:
     @property
     def attr_sum(self) -> float:
         """Sum of every attribution (equals ``logit - baseline_logit + delta``)."""
-        cols = [f"attr_{c}" for c in self.components] if self.model == "bert" else ["attribution"]
+        cols = [f"attr_{c}" for c in self.components] if self.model in TOKEN_MODELS else ["attribution"]
         return float(self.table[cols].to_numpy(np.float64).sum())
 
     @property
@@ -126,8 +128,8 @@ class Attribution:
         return abs(self.delta) / gap if gap > 1e-9 else (0.0 if abs(self.delta) < 1e-6 else float("inf"))
 
     def component_totals(self) -> pd.Series:
-        """Total attribution per component (HICD-BERT) or per node kind (HICD-Graph)."""
-        if self.model == "bert":
+        """Total attribution per component (HICD-BERT, counts) or per node kind (HICD-Graph)."""
+        if self.model in TOKEN_MODELS:
             return pd.Series({c: float(self.table[f"attr_{c}"].sum()) for c in self.components},
                              name=self.setting)
         totals = self.table.groupby("kind", sort=False)["attribution"].sum()
@@ -558,8 +560,11 @@ def graph_attributions(trained: Any, cohort: Cohort, task: str, sample_ids: Iter
 def attribute(trained: Any, cohort: Cohort, task: str, sample_ids: Iterable[int], *,
               n_steps: int = DEFAULT_STEPS, run_id: str = "", setting: str | None = None
               ) -> list[Attribution]:
-    """Dispatch on the model type (HICD-BERT or HICD-Graph)."""
-    fn = graph_attributions if hasattr(trained, "graph") else bert_attributions
+    """Dispatch on the model type (HICD-BERT, HICD-Graph, or the counts baseline's exact shares)."""
+    if hasattr(trained, "estimator"):
+        from hicd_core.analysis.counts_attributions import counts_attributions as fn
+    else:
+        fn = graph_attributions if hasattr(trained, "graph") else bert_attributions
     return fn(trained, cohort, task, sample_ids, n_steps=n_steps, run_id=run_id, setting=setting)
 
 
@@ -701,7 +706,7 @@ ROLLUP_ROOT = "ALL"
 def _paths(attr: Attribution, value: str) -> pd.DataFrame:
     """One entry per attributed token/node: its value and its path (chapter, block, category, code)."""
     t = attr.table
-    if attr.model == "bert":
+    if attr.model in TOKEN_MODELS:
         col = {"diagnosis": "attr_diagnosis", "total": "attr_total"}.get(value, f"attr_{value}")
         if col not in t:
             raise KeyError(f"no attribution column {col!r} in this setting ({', '.join(attr.components)})")
@@ -814,7 +819,8 @@ def _report_meta(report: PatientReport) -> dict[str, Any]:
             "patient_index": report.patient_id, "label": report.label,
             "anchor_visit_index": report.anchor_visit_index, "n_steps": report.n_steps,
             "synthetic": report.synthetic, "cohort": report.cohort_label,
-            "baseline": BERT_BASELINE if report.model == "bert" else GRAPH_BASELINE,
+            "baseline": next(iter(report.attributions.values())).baseline if report.attributions
+            else (BERT_BASELINE if report.model == "bert" else GRAPH_BASELINE),
             "settings": {s: {"run_id": a.run_id, "prob": a.prob, "logit": a.logit,
                              "baseline_logit": a.baseline_logit, "delta": a.delta, "threshold": a.threshold,
                              "components": list(a.components)} for s, a in report.attributions.items()},
@@ -856,7 +862,7 @@ def report_html(report: PatientReport) -> str:
         parts.append("<p class='warn'>SYNTHETIC cohort: generated data, not real patients.</p>")
     parts.append(f"<p>Cohort: {escape(report.cohort_label)}. Label: {report.label}. Anchor visit index: "
                  f"{report.anchor_visit_index}. Integrated gradients with {report.n_steps} steps.</p>")
-    parts.append(f"<p>Baseline: {escape(BERT_BASELINE if report.model == 'bert' else GRAPH_BASELINE)}.</p>")
+    parts.append(f"<p>Baseline: {escape(_report_meta(report)['baseline'])}.</p>")
     parts.append("<h2>Predicted risk per hierarchy setting</h2>" + _html_table(report.risks.drop(
         columns=["seconds"], errors="ignore")))
     parts.append("<h2>Total attribution per component</h2>" + _html_table(

@@ -17,8 +17,9 @@ import plotly.graph_objects as go
 
 from hicd_core.hierarchy import SETTINGS, Setting, chapter_order, chapter_titles, setting_rank
 
-MODEL_NAMES = {"bert": "HICD-BERT", "graph": "HICD-Graph"}
-MODEL_COLOURS = {"bert": "#1F77B4", "graph": "#D62728"}
+MODEL_NAMES = {"bert": "HICD-BERT", "graph": "HICD-Graph", "counts-lr": "counts-LR (baseline)",
+               "counts-gbm": "counts-GBM (baseline)"}
+MODEL_COLOURS = {"bert": "#1F77B4", "graph": "#D62728", "counts-lr": "#7F7F7F", "counts-gbm": "#2CA02C"}
 METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "macro_f1": "macro-F1"}
 #: Label of every overlay of the published numbers (they come from real MIMIC-IV / eICU data).
 PAPER_LABEL = "paper (MIMIC-IV/eICU)"

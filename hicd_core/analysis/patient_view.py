@@ -59,6 +59,8 @@ def history_window(model: str, config: Any) -> str:
     """What part of the history the model reads, from its trained config."""
     if model == "bert":
         return f"its most recent tokens, at most {int(config.max_len)} including [CLS]"
+    if model.startswith("counts-"):
+        return "every code of the whole history, counted (no length limit)"
     return f"its {int(config.max_visits)} most recent visits"
 
 
@@ -111,6 +113,10 @@ def convergence_note(attr: Attribution) -> tuple[str, str]:
     """(level, plain-language sentence) about Captum's convergence delta; level is ok/warn/bad."""
     gap = attr.logit - attr.baseline_logit
     share = attr.relative_delta
+    if attr.model == "counts":  # a linear model's shares are exact: the delta is float rounding only
+        return "ok", (f"Exact: the code shares add up to {attr.attr_sum:+.4f}, the logit minus the "
+                      f"intercept ({gap:+.4f}; difference {attr.delta:+.1e}, float rounding). No "
+                      "approximation involved.")
     if not np.isfinite(attr.delta):
         return "bad", "The convergence check failed (delta is not a number): do not trust these attributions."
     text = (f"The attributions add up to {attr.attr_sum:+.4f}; the model's score moved {gap:+.4f} from the "
@@ -245,3 +251,21 @@ def graph_node_figure(attr: Attribution, top: int = 40) -> go.Figure:
                          yaxis={"categoryorder": "array", "categoryarray": labels},
                          xaxis={"title": "attribution (logit units)"})
     return figure
+
+
+def rollup_comparison(approximate: pd.DataFrame, exact: pd.DataFrame, top: int = 30) -> pd.DataFrame:
+    """Two :func:`~hicd_core.analysis.attributions.rollup_tree` frames side by side per tree node (chapter,
+    block, category; codes left out), largest first: a deep model's integrated gradients (``approximate``)
+    and the counts-lr baseline's exact shares (``exact``). A node only one of them reached shows 0."""
+    keep = ["id", "level", "code", "title", "value"]
+    levels = ("chapter", "block", "category")
+    left = approximate.loc[approximate["level"].isin(levels), keep]
+    right = exact.loc[exact["level"].isin(levels), keep]
+    merged = left.merge(right, on=["id", "level", "code"], how="outer", suffixes=("", "_exact"))
+    merged["title"] = merged["title"].fillna(merged.pop("title_exact"))
+    merged = merged.rename(columns={"value": "integrated gradients", "value_exact": "counts-lr exact"})
+    values = ["integrated gradients", "counts-lr exact"]
+    merged[values] = merged[values].fillna(0.0)
+    weight = merged["integrated gradients"].abs() + merged["counts-lr exact"].abs()
+    merged = merged.assign(_w=weight).sort_values("_w", ascending=False).drop(columns="_w")
+    return merged.drop(columns="id").head(top).reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Adapters that give the sweep one interface over HICD-BERT and HICD-Graph.
+"""Adapters that give the sweep one interface over HICD-BERT, HICD-Graph and the counts baseline.
 
 ``prepare`` does the task-independent part once per (setting, seed) -- HICD-BERT's MLM pretraining,
 HICD-Graph's graph + GCN -- and ``train`` fine-tunes one task from it. ``hierarchy="permuted"`` (the
@@ -114,7 +114,53 @@ class GraphFamily:
         return nodes.loc[keep, "name"].astype(str).tolist(), np.asarray(matrix)[keep]
 
 
-FAMILIES = {"bert": BertFamily(), "graph": GraphFamily()}
+class CountsFamily:
+    """The bag-of-codes baseline (:mod:`hicd_core.models.counts_train`), one family per estimator
+    (``counts-lr``, ``counts-gbm``). ``prepare`` builds the train-split vocabulary and roll-ups and the
+    source's visit counts once per (setting, seed); nothing is persisted under ``shared/`` (seconds to
+    rebuild). It has no embeddings (``has_embeddings``) and its own transfer (:meth:`transfer`)."""
+
+    has_embeddings = False
+
+    def __init__(self, estimator: str) -> None:
+        self.estimator = estimator
+        self.name = f"counts-{estimator}"
+
+    def prepare(self, cohort: Cohort, setting: Setting, *, seed: int, preset: str, scheme: str, device: str,
+                epochs_scale: float, shared_dir: Path | None, progress: ProgressCallback | None,
+                hierarchy: str = "real", mask_hierarchy: bool = False) -> Any:
+        from hicd_core.models.counts_train import prepare_features
+
+        return prepare_features(cohort, setting, scheme=scheme, hierarchy=hierarchy, seed=seed)
+
+    def train(self, prepared: Any, cohort: Cohort, task: str, setting: Setting, *, seed: int, preset: str,
+              device: str, epochs_scale: float, progress: ProgressCallback | None) -> Any:
+        from hicd_core.models.counts_train import train_counts
+
+        return train_counts(prepared, cohort, task, estimator=self.estimator, seed=seed, progress=progress)
+
+    def load(self, path: Path, device: str) -> Any:
+        from hicd_core.models.counts_train import load_counts
+
+        return load_counts(path, {"estimator": self.estimator})
+
+    def transfer(self, trained: Any, target: Cohort, task: str, seed: int) -> tuple[dict, pd.DataFrame]:
+        from hicd_core.models.counts_train import transfer_counts
+
+        return transfer_counts(trained, target, task, seed=seed)
+
+    def embeddings(self, trained: Any) -> tuple[list[str], np.ndarray]:
+        raise ValueError(f"{self.name} has no code embeddings (a count model has one weight per feature)")
+
+
+FAMILIES = {"bert": BertFamily(), "graph": GraphFamily(), "counts-lr": CountsFamily("lr"),
+            "counts-gbm": CountsFamily("gbm")}
+
+
+def has_embeddings(model: str) -> bool:
+    """Whether a model family stores code embeddings (the embedding views skip those that do not)."""
+    family = FAMILIES.get(model)
+    return family is not None and getattr(family, "has_embeddings", True)
 
 
 def split_predictions(trained: Any, cohort: Cohort, task: str, split: str) -> pd.DataFrame:

@@ -24,7 +24,10 @@ from hicd_core.hierarchy import SETTINGS, Setting
 from hicd_core.hierarchy.levels import HIERARCHIES
 from hicd_core.runtime import stable_hash
 
-MODELS = ("bert", "graph")
+#: Every model family a sweep can train; ``counts-*`` are the bag-of-codes baselines (counts-gbm opt-in).
+MODELS = ("bert", "graph", "counts-lr", "counts-gbm")
+#: The families a preset trains unless it names its own.
+DEFAULT_MODELS = ("bert", "graph", "counts-lr")
 #: The default bundle's tasks (the paper's); ``--tasks`` also accepts the censoring variant.
 DEFAULT_TASKS = ("readmission_30d", "emergency_next")
 SOURCE_TASKS = (*DEFAULT_TASKS, "readmission_30d_excl_deaths")
@@ -95,7 +98,8 @@ class RunSpec:
 @dataclass(frozen=True)
 class SweepPreset:
     """A named bundle of runs. ``model_preset`` picks model sizes (``auto``: paper on CUDA, cpu otherwise);
-    ``schemes`` maps model family to level scheme; ``cohort`` and ``target`` name the data
+    ``schemes`` maps model family to level scheme (a family it leaves out, such as the ``counts-*``
+    baselines, gets ``ontology``: chapter / block / category); ``cohort`` and ``target`` name the data
     (``synthetic``, ``mimic-iv:PATH``, ``mimic-iii:PATH``, ``meds:PATH``; ``eicu:PATH`` or ``none``;
     the CLI's ``--cohort`` and ``--target`` override them). ``hierarchies`` lists the trees the
     hierarchical settings train on (``real``, ``permuted``: the permuted-hierarchy control);
@@ -106,7 +110,7 @@ class SweepPreset:
     """
 
     name: str
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = DEFAULT_MODELS
     settings: tuple[Setting, ...] = SETTINGS
     tasks: tuple[str, ...] = DEFAULT_TASKS
     seeds: tuple[int, ...] = (0,)
@@ -235,9 +239,10 @@ DEFAULT_SEEDS = (0, 1, 2)
 PRESETS: dict[str, SweepPreset] = {
     "default": SweepPreset(
         name="default", seeds=DEFAULT_SEEDS,
-        description="The bundle the app shows: 8 settings x HICD-BERT and HICD-Graph x readmission_30d and "
-                    "emergency_next, plus eICU-layout transfer, three seeds (seed-major), on the "
-                    "synthetic default. HICD-BERT uses the ontology level scheme."),
+        description="The bundle the app shows: 8 settings x HICD-BERT, HICD-Graph and the counts-lr "
+                    "baseline x readmission_30d and emergency_next, plus eICU-layout transfer, three seeds "
+                    "(seed-major), on the synthetic default. HICD-BERT and counts-lr use the ontology level "
+                    "scheme."),
     "paper": SweepPreset(
         name="paper", model_preset="paper", seeds=(0, 1, 2), schemes={"bert": "prefix", "graph": "graph"},
         description="Paper-size models (HICD-BERT d=512, 6 layers, prefix levels as in the paper; GCN 400 "
@@ -256,8 +261,8 @@ PRESETS: dict[str, SweepPreset] = {
                     "shared). Works with any --cohort."),
     "tiny": SweepPreset(
         name="tiny", tasks=("readmission_30d",), epochs_scale=0.34, synthetic_patients=1500,
-        description="A seconds-scale smoke bundle for tests and first runs: all 8 settings, both "
-                    "models, one task, transfer, short training."),
+        description="A seconds-scale smoke bundle for tests and first runs: all 8 settings, HICD-BERT, "
+                    "HICD-Graph and counts-lr, one task, transfer, short training."),
 }
 
 

@@ -159,17 +159,23 @@ def run_groups(todo: list[tuple[str, RunSpec]]) -> list[list[tuple[str, RunSpec]
     """Runs that share a pretraining, in order (task runs before the transfer probes that read
     them). Seed-major like the preset: every group of the first seed (in ``todo``'s seed order)
     before any of the next, so a complete one-seed picture finishes first; within a seed the real
-    tree before the permuted-hierarchy control, then the costliest groups first so parallel workers
-    finish together."""
+    tree before the permuted-hierarchy control, then the seconds-long counts groups (a first picture at
+    once), then the costliest groups first so parallel workers finish together."""
     groups: dict[tuple, list[tuple[str, RunSpec]]] = {}
     seed_rank: dict[int, int] = {}
     for run_id, spec in todo:
         groups.setdefault(spec.shared_key, []).append((run_id, spec))
         seed_rank.setdefault(spec.seed, len(seed_rank))
     ordered = [sorted(group, key=lambda item: item[1].kind == "transfer") for group in groups.values()]
-    # HICD-BERT groups cost ~3x HICD-Graph ones on CPU (bench_bert / bench_graph).
+    # The counts baseline's groups take seconds, so they go first: the app's first complete picture
+    # (a counts-lr level curve) appears almost at once. Then HICD-BERT (~3x a HICD-Graph group on CPU:
+    # bench_bert / bench_graph), then HICD-Graph.
     return sorted(ordered, key=lambda g: (seed_rank[g[0][1].seed], g[0][1].hierarchy != "real",
-                                          g[0][1].model != "bert", -len(g)))
+                                          _cost_rank(g[0][1].model), -len(g)))
+
+
+def _cost_rank(model: str) -> int:
+    return 0 if model.startswith("counts-") else 1 if model == "bert" else 2
 
 
 class Sweep:
@@ -231,8 +237,11 @@ class Sweep:
                     raise RuntimeError("transfer run without a target cohort")
                 encoder = self._source_model(spec)
                 progress(ProgressEvent("transfer", 0, 1))
-                metrics, predictions = probe_transfer(encoder, self.cohorts.target, spec.target_task,
-                                                      seed=spec.seed)
+                # A family with its own transfer (the counts baseline: sparse features, and the source
+                # model applied as is) uses it; the deep models' frozen encoder gets the shared probe.
+                transfer = getattr(family, "transfer", None) or (
+                    lambda enc, target, task, seed: probe_transfer(enc, target, task, seed=seed))
+                metrics, predictions = transfer(encoder, self.cohorts.target, spec.target_task, spec.seed)
             else:
                 prepared = self._prepared_for(spec, progress)
                 trained = family.train(prepared, self.cohorts.source, spec.task, spec.setting, seed=spec.seed,
@@ -248,7 +257,7 @@ class Sweep:
                            "training": getattr(trained, "metrics", {})}
                 add_calibration(metrics, val, predictions)
                 trained.save(tmp / "model")
-                if self.embeddings:
+                if self.embeddings and getattr(family, "has_embeddings", True):
                     progress(ProgressEvent("embeddings", 0, 1))
                     metrics["embeddings"] = _embedding_outputs(family, trained, tmp, spec.seed)
                 self._trained[run_id] = trained
