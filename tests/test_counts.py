@@ -202,7 +202,7 @@ def test_transfer_reads_unseen_codes_through_their_ancestors(
 
 
 def test_tiny_counts_sweep_through_report_and_patient(
-    small_source_cohort, small_target_cohort, tmp_path: Path
+    small_source_cohort, small_target_cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hicd_core.analysis import attributions as attr_lib
     from hicd_core.experiments import report
@@ -243,3 +243,21 @@ def test_tiny_counts_sweep_through_report_and_patient(
     assert tree.loc[tree["id"] == attr_lib.ROLLUP_ROOT, "value"].item() == pytest.approx(
         patient.attributions["111"].attr_sum
     )
+    from hicd_core.analysis.patient_view import rollup_comparison
+
+    side = rollup_comparison(tree, tree)  # what the page shows beside a deep model's integrated gradients
+    assert (side["integrated gradients"] == side["counts-lr exact"]).all() and set(side["level"]) <= {
+        "chapter",
+        "block",
+        "category",
+    }
+    # The Patient page shows the exact shares (no integrated-gradients convergence caveat).
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HICD_STORE", str(store.root))
+    monkeypatch.setenv("HICD_NO_AUTOTRAIN", "1")
+    page = Path(__file__).resolve().parents[1] / "hicd_app" / "views" / "patient.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pt_model").value == "counts-lr" and len(at.metric) == 3
+    assert any(s.value.startswith("Convergence check: Exact") for s in at.success)

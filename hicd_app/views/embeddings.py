@@ -9,6 +9,7 @@ import streamlit as st
 from hicd_app import cache, widgets
 from hicd_core.analysis import charts, embedding_view
 from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS, tightness_vs_auroc
+from hicd_core.experiments.families import has_embeddings
 from hicd_core.hierarchy import SETTINGS, Setting
 
 ctx, results = widgets.results_page("Code embeddings", data=False)
@@ -17,7 +18,12 @@ if task_runs.empty:
     st.info("No finished task runs in this store yet; embeddings appear as runs finish.")
     st.stop()
 
-models = sorted(set(task_runs["model"]), key=lambda m: (m != "graph", m))
+# The counts baselines have no code embeddings (one weight per feature): nothing to map.
+models = sorted({m for m in task_runs["model"] if has_embeddings(m)}, key=lambda m: (m != "graph", m))
+if not models:
+    st.info("The finished task runs are count baselines only, which have no code embeddings; the maps appear "
+            "as HICD-BERT or HICD-Graph runs finish.")
+    st.stop()
 controls = st.columns(3)
 model = controls[0].selectbox("Model", models, format_func=charts.model_name, key="emb_model",
                               help="The paper analyses HICD-Graph's GCN code embeddings; HICD-BERT's are its "

@@ -9,7 +9,7 @@ import streamlit as st
 from hicd_app import cache, training, widgets
 from hicd_core.analysis import charts, results_view
 from hicd_core.experiments import report
-from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, parse_seeds
+from hicd_core.experiments.spec import DEFAULT_MODELS, MODELS, SOURCE_TASKS, parse_seeds
 from hicd_core.hierarchy import SETTINGS, Setting
 
 ctx, results = widgets.results_page("Level ablation", data=False)
@@ -83,7 +83,7 @@ def training_panel() -> None:
     st.subheader("Train more settings or seeds")
     runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
     task_runs = runs[runs["kind"] == "task"] if not runs.empty else runs
-    present_models = sorted(set(task_runs["model"])) if not task_runs.empty else list(MODELS)
+    present_models = sorted(set(task_runs["model"])) if not task_runs.empty else list(DEFAULT_MODELS)
     present_tasks = sorted(set(task_runs["task"])) if not task_runs.empty else [SOURCE_TASKS[0]]
     columns = st.columns([1, 1, 2, 1])
     models = columns[0].multiselect("Models", list(MODELS), default=present_models, key="abl_train_models",

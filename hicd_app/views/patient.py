@@ -1,6 +1,7 @@
 """Patient page: one test patient's visits, predicted risk under every hierarchy setting, Captum
-attributions over the hierarchical tokens (HICD-BERT) or code/ancestor nodes (HICD-Graph), and a
-clinician review panel. A thin view over :mod:`hicd_core.analysis`."""
+attributions over the hierarchical tokens (HICD-BERT) or code/ancestor nodes (HICD-Graph), the counts-lr
+baseline's exact per-code shares (beside either), and a clinician review panel. A thin view over
+:mod:`hicd_core.analysis`."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ st.caption(f"Cohort: {cohort.label}, {len(cohort.patients):,} patients"
               if cohort.synthetic else "."))
 
 controls = st.columns(4)
-models = sorted(runs["model"].unique())
+# counts-gbm has no per-code decomposition (boosted trees are not additive in the codes): not listed.
+models = [m for m in sorted(runs["model"].unique()) if m != "counts-gbm"]
 model = controls[0].selectbox("Model", models, format_func=model_name, key="pt_model")
 tasks = sorted(runs.loc[runs["model"] == model, "task"].unique())
 task = controls[1].selectbox("Task", tasks, key="pt_task")
@@ -147,9 +149,12 @@ def attribution_panel(report) -> None:
     attr = report.attributions[setting]
     level, note = view.convergence_note(attr)
     {"ok": st.success, "warn": st.warning, "bad": st.error}[level](f"Convergence check: {note}")
-    st.caption(f"Baseline: {attr.baseline}. Integrated gradients, {attr.n_steps} steps; attributions are in "
-               "logit units (positive pushes the risk up).")
-    if attr.model == "bert":
+    if attr.model == "counts":
+        st.caption(f"Exact shares ({attr.baseline}); in logit units (positive pushes the risk up).")
+    else:
+        st.caption(f"Baseline: {attr.baseline}. Integrated gradients, {attr.n_steps} steps; attributions are "
+                   "in logit units (positive pushes the risk up).")
+    if attr.model in attr_lib.TOKEN_MODELS:
         st.plotly_chart(view.component_heatmap(attr), key="pt_heat", width="stretch")
         st.plotly_chart(view.component_bars(attr), key="pt_bars", width="stretch")
         totals = attr.component_totals().rename("total attribution").to_frame().T
@@ -170,6 +175,19 @@ def attribution_panel(report) -> None:
     st.plotly_chart(view.rollup_sunburst(tree), key="pt_sunburst", width="stretch")
     st.caption("Segment size = |attribution| below the node; colour = signed sum (red lowers, blue raises "
                "the risk on this scale). Code -> category -> block -> chapter.")
+    exact_run = counts_runs.get(setting)
+    if attr.model != "counts" and exact_run:
+        st.markdown("##### Beside the exact explanation of the counts-lr baseline")
+        try:
+            exact, _ = attr_lib.explain_sample(store, exact_run, cohort, report.task, report.sample_id)
+        except ATTRIBUTION_ERRORS as exc:
+            st.info(f"The counts-lr run {exact_run} could not be explained: {_message(exc)}")
+        else:
+            side = view.rollup_comparison(tree, attr_lib.rollup_tree(exact, "diagnosis"))
+            st.caption(f"Same sample, same setting ({Setting(setting).label}): integrated gradients of "
+                       f"{model_name(report.model)} (approximate) next to counts-lr's exact shares "
+                       f"(risk {exact.prob:.3f} uncalibrated), summed per chapter, block and category.")
+            st.dataframe(side, hide_index=True, width="stretch", key="pt_exact_compare")
     st.markdown("##### Totals per setting")
     st.plotly_chart(view.totals_figure(report), key="pt_totals", width="stretch")
     st.download_button("Download the patient report (ZIP: CSVs, JSON, HTML)",
@@ -178,6 +196,7 @@ def attribution_panel(report) -> None:
                        mime="application/zip", key="pt_download", on_click="ignore")
 
 
+counts_runs = view.runs_by_setting(runs, "counts-lr", task, int(seed)) if model != "counts-lr" else {}
 attribution_panel(report)
 
 
