@@ -329,3 +329,23 @@ def test_parallel_sweep_does_not_rerun_the_callers_main_script(small_source_coho
     outcome = Sweep(store, cohorts, device="cpu", embeddings=False).run(specs, workers=2)
     assert set(outcome.values()) == {"finished"}, [store.failure(r) for r in outcome]
     assert sys.modules["__main__"] is caller
+
+
+def test_embedding_analysis_scope_defaults_to_the_first_seed(tmp_path: Path) -> None:
+    """The embedding analysis (16% of a seed's CPU time) runs for the sweep's lowest seed unless asked
+    for all; resolved over every expected run, so a resumed sweep keeps the same seed."""
+    from hicd_core.experiments.sweep import embedding_seeds
+
+    specs = {f"r{seed}{task}": RunSpec(model="bert", setting=Setting("011"), task=task, seed=seed,
+                                       preset="cpu", scheme="ontology")
+             for seed in (2, 1, 3) for task in ("readmission_30d", "emergency_next")}
+    assert embedding_seeds("first-seed", specs) == (1,)
+    assert embedding_seeds("all", specs) is True and embedding_seeds("none", specs) is False
+    assert embedding_seeds((1,), {}) == (1,)  # already resolved (how workers and Slurm tasks get it)
+    with pytest.raises(ValueError, match="embeddings must be one of"):
+        embedding_seeds("some", specs)
+    sweep = Sweep(RunStore(tmp_path / "store"), None)  # type: ignore[arg-type]
+    sweep.embeddings = embedding_seeds(sweep.embeddings, specs)
+    wanted = [sweep._wants_embeddings(spec) for spec in specs.values()]
+    assert wanted == [False, False, True, True, False, False]
+    assert "--embeddings" in _cli("sweep", "--help").stdout

@@ -51,8 +51,9 @@ def maps_panel() -> None:
     bundles = {s: cache.embedding_bundle(ctx.root_key, run_of[s]) for s in chosen}
     missing = [Setting(s).label for s, bundle in bundles.items() if bundle is None]
     if missing:
-        st.info("These runs stored no embeddings (older sweep or embeddings turned off): "
-                f"{', '.join(missing)}.")
+        st.info(f"These runs of seed {seed} stored no embeddings: {', '.join(missing)}. A sweep stores them "
+                "for its lowest seed only unless run with `--embeddings all` (older sweeps, or "
+                "`--embeddings none`, stored none); pick that seed above.")
         return
     shared = sorted(set(bundles[chosen[0]][2]["code"]) & set(bundles[chosen[1]][2]["code"]))
     if not shared:

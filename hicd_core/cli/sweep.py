@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from hicd_core.cli.common import CliError, add_store_options, open_store, positive_int
-from hicd_core.experiments.spec import MODELS, SOURCE_TASKS, SweepPreset, load_preset, parse_list, parse_seeds
+from hicd_core.experiments.spec import (
+    EMBEDDING_SCOPES,
+    MODELS,
+    SOURCE_TASKS,
+    SweepPreset,
+    load_preset,
+    parse_list,
+    parse_seeds,
+)
 from hicd_core.hierarchy.levels import HIERARCHIES, Setting
 
 
@@ -191,8 +199,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         status = StatusWriter(Path(args.status_file))
     callbacks = [cb for cb in (bars, status) if cb is not None]
     try:
-        outcome = Sweep(store, cohorts, device=device, callback=lambda event: [cb(event) for cb in callbacks]
-                        ).run(specs, args.workers, executor=executor)
+        outcome = Sweep(store, cohorts, device=device, callback=lambda event: [cb(event) for cb in callbacks],
+                        embeddings=args.embeddings).run(specs, args.workers, executor=executor)
     except BaseException as exc:
         if status is not None:
             status.close("failed", f"{type(exc).__name__}: {exc}")
@@ -282,6 +290,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--hierarchy-signal", type=float,
                        help="synthetic cohort only: the data's share of outcome risk in the hierarchy, "
                             "0..1 (default: the preset's; the generator's 0.7)")
+    sweep.add_argument("--embeddings", choices=list(EMBEDDING_SCOPES), default="first-seed",
+                       help="which task runs store the code-embedding analysis (vectors, tightness, UMAP) "
+                            "for the Embeddings page: the sweep's lowest seed (default), all, none")
     sweep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sweep.add_argument("--workers", type=_workers, default="auto",
                        help="processes running groups of runs in parallel: auto (CPU: one per core, at "

@@ -130,7 +130,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def group_sweep(store_root: str, descriptor: dict, device: str, embeddings: bool, callback: Any = None
+def group_sweep(store_root: str, descriptor: dict, device: str, embeddings: bool | tuple, callback: Any = None
                 ) -> Sweep:
     """A Sweep in a fresh process: its own cohorts (read back from the parsed-cohort cache) and store."""
     from hicd_core.experiments.sweep import Cohorts, Sweep
@@ -142,7 +142,7 @@ def group_sweep(store_root: str, descriptor: dict, device: str, embeddings: bool
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(store_root: str, descriptor: dict, device: str, embeddings: bool, threads: int,
+def _worker_init(store_root: str, descriptor: dict, device: str, embeddings: bool | tuple, threads: int,
                  events: Any) -> None:
     """Start of a worker process: its thread count, its own cohorts and a Sweep over the store.
 

@@ -141,7 +141,7 @@ class GroupTask:
     descriptor: dict
     group: Group
     device: str
-    embeddings: bool
+    embeddings: bool | tuple  # resolved by Sweep.run (embedding_seeds)
     threads: int
 
     def __call__(self) -> dict[str, str]:

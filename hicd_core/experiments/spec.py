@@ -32,6 +32,11 @@ DEFAULT_MODELS = ("bert", "graph", "counts-lr")
 DEFAULT_TASKS = ("readmission_30d", "emergency_next")
 SOURCE_TASKS = (*DEFAULT_TASKS, "readmission_30d_excl_deaths")
 TRANSFER_TASK = "icu_readmission"
+#: Which task runs store the embedding analysis (vectors, tightness, UMAP): ``first-seed`` (the
+#: default: the lowest seed of the sweep's specs; the Embeddings page shows one seed at a time, and
+#: on the default bundle the analysis is 16% of a seed's CPU time, bench_sweep), ``all`` or ``none``.
+#: Not part of any run key: it adds files to a run, never changes its numbers.
+EMBEDDING_SCOPES = ("first-seed", "all", "none")
 #: RunSpec fields added after runs were stored: left out of the run key at these defaults.
 _KEY_DEFAULTS = {"hierarchy": "real", "mask_hierarchy": False}
 

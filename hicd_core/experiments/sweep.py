@@ -35,7 +35,7 @@ from hicd_core.experiments.executors import (  # noqa: F401  (cpu_cores, resolve
 )
 from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split_predictions
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
-from hicd_core.experiments.spec import RunSpec, SweepPreset
+from hicd_core.experiments.spec import EMBEDDING_SCOPES, RunSpec, SweepPreset
 from hicd_core.experiments.transfer import add_calibration, probe_transfer
 from hicd_core.models.common import ProgressEvent, pick_device
 from hicd_core.runtime import atomic_directory, library_versions, seed_everything, stable_hash
@@ -178,11 +178,26 @@ def _cost_rank(model: str) -> int:
     return 0 if model.startswith("counts-") else 1 if model == "bert" else 2
 
 
+def embedding_seeds(scope: str | bool | tuple, specs: dict[str, RunSpec]) -> bool | tuple[int, ...]:
+    """``True`` (every run), ``False`` (none) or the seeds whose task runs get the analysis."""
+    if isinstance(scope, bool | tuple):
+        return scope
+    if scope not in EMBEDDING_SCOPES:
+        raise ValueError(f"embeddings must be one of {', '.join(EMBEDDING_SCOPES)}, got {scope!r}")
+    if scope == "first-seed":
+        return (min(spec.seed for spec in specs.values()),) if specs else False
+    return scope == "all"
+
+
 class Sweep:
-    """Runs a list of specs against cohorts into a store, reusing pretraining across tasks."""
+    """Runs a list of specs against cohorts into a store, reusing pretraining across tasks.
+
+    ``embeddings`` is an :data:`EMBEDDING_SCOPES` name, or what :func:`embedding_seeds` resolved it
+    to (how it reaches worker processes and Slurm tasks)."""
 
     def __init__(self, store: RunStore, cohorts: Cohorts, device: str = "auto",
-                 callback: SweepCallback | None = None, embeddings: bool = True) -> None:
+                 callback: SweepCallback | None = None,
+                 embeddings: str | bool | tuple = "first-seed") -> None:
         self.store, self.cohorts, self.device = store, cohorts, device
         self.callback = callback or (lambda event: None)
         self.embeddings = embeddings
@@ -225,6 +240,10 @@ class Sweep:
                 "synthetic": cohort.synthetic, "code_set_year": cohort.meta.get("code_set_year"),
                 "library_versions": library_versions(), "finished_at": time.time()}
 
+    def _wants_embeddings(self, spec: RunSpec) -> bool:
+        wanted = embedding_seeds(self.embeddings, {"run": spec})
+        return wanted is True or (isinstance(wanted, tuple) and spec.seed in wanted)
+
     # ------------------------------------------------------------------ one run
     def run_one(self, spec: RunSpec, run_id: str, progress) -> None:
         start = time.perf_counter()
@@ -257,7 +276,7 @@ class Sweep:
                            "training": getattr(trained, "metrics", {})}
                 add_calibration(metrics, val, predictions)
                 trained.save(tmp / "model")
-                if self.embeddings and getattr(family, "has_embeddings", True):
+                if self._wants_embeddings(spec) and getattr(family, "has_embeddings", True):
                     progress(ProgressEvent("embeddings", 0, 1))
                     metrics["embeddings"] = _embedding_outputs(family, trained, tmp, spec.seed)
                 self._trained[run_id] = trained
@@ -298,6 +317,9 @@ class Sweep:
                 "hierarchy_signal": (source.meta.get("synthetic_params") or {}).get("hierarchy_signal")
                 if source.synthetic else None}
         self.store.write_store_info(info)
+        # Resolved over every expected run (not only the unfinished ones), so a resumed sweep keeps
+        # the same first seed.
+        self.embeddings = embedding_seeds(self.embeddings, specs)
         todo = [(run_id, spec) for run_id, spec in specs.items() if not self.store.is_finished(run_id)]
         outcome = {run_id: "skipped" for run_id in specs if self.store.is_finished(run_id)}
         outcome.update((executor or LocalExecutor(workers)).run(self, todo))
