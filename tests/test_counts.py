@@ -99,7 +99,8 @@ HAND = {
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.key)
 def test_features_by_hand_for_every_setting(setting: Setting) -> None:
     cohort = tiny_cohort()
-    vocab = build_vocab(cohort, setting)
+    assert build_vocab(cohort, setting).codes == ["[UNK]", "E119", "I214"]  # MIN_COUNT 2: I10, I219 -> [UNK]
+    vocab = build_vocab(cohort, setting, min_count=1)
     assert vocab.codes == ["[UNK]", "E119", "I214", "I10", "I219"]
     names = vocab.feature_names()
     assert len(names) == vocab.n_features == 5 + sum({"G0": 2, "G1": 3, "G2": 3}[lv] for lv in setting.levels)
@@ -114,7 +115,7 @@ def test_features_by_hand_for_every_setting(setting: Setting) -> None:
 
 
 def test_rollup_matrix_by_hand() -> None:
-    vocab = build_vocab(tiny_cohort(), Setting.ALL)
+    vocab = build_vocab(tiny_cohort(), Setting.ALL, min_count=1)
     codes = ["I214", "I213", "E119", "E780", "Z999"]  # I213 / E780 unseen: ancestors only where seen
     g2 = rollup_matrix(vocab, codes, "G2").toarray()
     assert vocab.nodes["G2"] == ["G2:E11", "G2:I10", "G2:I21"]
@@ -178,7 +179,7 @@ def test_transfer_reads_unseen_codes_through_their_ancestors(
     from hicd_core.models.counts_train import CountsModel, transfer_counts
 
     source = tiny_cohort()
-    vocab = build_vocab(source, Setting.G2)
+    vocab = build_vocab(source, Setting.G2, min_count=1)
     coef = np.zeros(vocab.n_features)
     coef[vocab.feature_names().index("G2:I21")] = 1.5
     model = CountsModel("lr", vocab, {"coef": coef, "intercept": np.array([-1.0])})

@@ -86,7 +86,7 @@ def fit_logistic(
         if len(scores) >= 2 and scores[-1]["val_auroc"] < scores[-2]["val_auroc"]:
             break  # past the peak: larger C only overfits more, and costs more
         clf = LogisticRegression(
-            C=strength, solver="liblinear", max_iter=500, class_weight="balanced", random_state=seed
+            C=strength, solver="liblinear", tol=1e-3, max_iter=200, class_weight="balanced", random_state=seed
         )
         clf.fit(x_train, y_train)
         coef, intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
