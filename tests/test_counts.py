@@ -262,3 +262,13 @@ def test_tiny_counts_sweep_through_report_and_patient(
     assert not at.exception, at.exception
     assert at.selectbox(key="pt_model").value == "counts-lr" and len(at.metric) == 3
     assert any(s.value.startswith("Convergence check: Exact") for s in at.success)
+    # Level ablation and Transfer draw the counts line; Transfer lists both transfer readings.
+    from hicd_core.analysis.results_view import counts_transfer_table
+
+    direct = counts_transfer_table(store.finished_runs(), "readmission_30d")
+    assert len(direct) == 3 and direct["source model as is AUROC"].between(0, 1).all()
+    views = Path(__file__).resolve().parents[1] / "hicd_app" / "views"
+    for name in ("level_ablation.py", "transfer.py", "embeddings.py"):
+        at = AppTest.from_file(str(views / name), default_timeout=120).run()
+        assert not at.exception, (name, at.exception)
+    assert any("count baselines only" in i.value for i in at.info)  # embeddings: nothing to map

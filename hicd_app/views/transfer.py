@@ -34,6 +34,15 @@ def probe_panel() -> None:
                + (f" Hatched bars: {charts.PAPER_LABEL}, the published eICU numbers (real data)." if overlay
                   else ""))
     widgets.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
+    if ctx.store is not None and transfer_runs["model"].astype(str).str.startswith("counts-").any():
+        direct = results_view.counts_transfer_table(ctx.store.finished_runs(), evaluation.split(" -> ")[0])
+        with st.expander("Count baselines: the probe (plotted) and the source model as is"):
+            st.caption("For counts-LR / counts-GBM the bars are the same probe as for the deep models, on "
+                       "the source's count features: the source vocabulary and roll-ups, so target codes the "
+                       "source never saw count through their chapter / block / category. Beside it, the "
+                       "source-trained model applied to the target unchanged (no target training; its source "
+                       "task differs, so only its ranking is meaningful).")
+            st.dataframe(direct, width="stretch", hide_index=True)
     comparison = cache.comparisons(ctx.root_key, ctx.version)
     widgets.show_problem(comparison)
     cells = cache.delta_cells(ctx.root_key, ctx.version, evaluation, metric, True)

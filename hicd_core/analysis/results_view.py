@@ -16,6 +16,7 @@ import pandas as pd
 
 from hicd_core.analysis.charts import model_name
 from hicd_core.experiments import report
+from hicd_core.hierarchy import setting_rank
 from hicd_core.stats import binary_metrics, bootstrap_ci, delong_ci, load_paper_results
 
 #: The paper's table per evaluation name (Table 3 is the frozen-encoder transfer to eICU).
@@ -173,3 +174,28 @@ def numbers_table(results: pd.DataFrame, comparison: pd.DataFrame, evaluation: s
     return table.reset_index(drop=True)
 
 
+
+
+def counts_transfer_table(runs: list[dict], evaluation_task: str | None = None) -> pd.DataFrame:
+    """The counts baselines' two transfer readings side by side per run: the stored probe (source
+    vocabulary and roll-ups, logistic regression fitted on target train: what the Transfer chart plots)
+    and the source-trained model applied to the target as is (``source_model_direct``)."""
+    rows = []
+    for run in runs:
+        spec, metrics = run.get("spec", {}), run.get("metrics", {})
+        direct = metrics.get("source_model_direct")
+        if spec.get("kind") != "transfer" or not direct:
+            continue
+        if evaluation_task is not None and spec.get("task") != evaluation_task:
+            continue
+        rows.append({"model": model_name(spec["model"]), "setting": spec["setting"], "seed": spec["seed"],
+                     "probe AUROC (target-trained)": metrics.get("test", {}).get("auroc", np.nan),
+                     "source model as is AUROC": direct.get("test", {}).get("auroc", np.nan),
+                     "target codes unseen at the source": metrics.get("target_unk_code_share", np.nan)})
+    columns = ["model", "setting", "seed", "probe AUROC (target-trained)", "source model as is AUROC",
+               "target codes unseen at the source"]
+    frame = pd.DataFrame(rows, columns=columns)
+    if not frame.empty:
+        frame["rank"] = frame["setting"].map(setting_rank)
+        frame = frame.sort_values(["model", "seed", "rank"]).drop(columns="rank").reset_index(drop=True)
+    return frame
