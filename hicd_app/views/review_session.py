@@ -159,6 +159,8 @@ def worklist(ctx) -> None:
     if problem or data.source is None:
         st.info(f"{problem} Open the run store this session was made on in the sidebar.")
         return
+    if data.source.synthetic:  # not widgets.banner: its note on the hierarchy signal has no place here
+        st.warning("SYNTHETIC data: generated patients, not real people.", icon=":material/science:")
     item = items.iloc[position]
     try:
         with st.spinner("Preparing the two explanations ..."):

@@ -64,6 +64,8 @@ cols[2].metric("95% interval (Wilson)",
 cols[3].metric("Sign test p (two-sided)", "—" if math.isnan(top["p_value"]) else f"{top['p_value']:.3g}")
 st.text(stats.share_sentence(top))
 st.markdown("#### Per reviewer")
+for row in summary.iloc[1:].itertuples(index=False):  # plain text: names never render as HTML/Markdown
+    st.text(f"{row.group}: {stats.share_sentence(row._asdict())}")
 st.dataframe(summary, hide_index=True, width="stretch", key="rv_summary",
              column_config={c: st.column_config.NumberColumn(format="percent")
                             for c in ("share_hierarchy", "ci_low", "ci_high")})

@@ -117,7 +117,34 @@ def test_create_join_answer_resume_report(monkeypatch: pytest.MonkeyPatch, tiny_
     assert metrics["Prefer the hierarchical explanation"] == f"{top['share_hierarchy']:.0%}"
     assert metrics["95% interval (Wilson)"] == f"{top['ci_low']:.0%} to {top['ci_high']:.0%}"
     assert "Cohen's kappa" in metrics
-    comments = report.get_by_key("rv_comments").value
+    comments = next(d.value for d in report.dataframe if "comment" in d.value.columns)
     assert "<script>alert(1)</script> plausible" in comments["comment"].tolist()  # a table: shown as text
     html = stats.report_html(config | {"session_id": sid, "created_at": ""}, answers)
     assert "<script>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+
+
+def test_unblinded_session_names_the_sides_and_takes_verdicts(monkeypatch: pytest.MonkeyPatch,
+                                                              tiny_store) -> None:
+    from hicd_core.analysis import review_items as items_lib
+    from hicd_core.analysis.patient_view import runs_by_setting, task_runs
+
+    by_setting = runs_by_setting(task_runs(tiny_store), "graph", "readmission_30d", 0)
+    items = items_lib.plan_items(tiny_store, by_setting["000"], by_setting["001"], method="disagreement", n=2,
+                                 seed=0)
+    config = rs.SessionConfig(title="", model="graph", task="readmission_30d", seed=0, setting="001",
+                              selection="disagreement", n_items=2, rng_seed=0, blinded=False, hide_risk=False,
+                              flat_run=by_setting["000"], setting_run=by_setting["001"],
+                              cohort_fingerprint=tiny_store.store_info()["source_fingerprint"])
+    sid = rs.create_session(config, items)
+    at = _page(monkeypatch, tiny_store.root)
+    at.query_params["session"], at.query_params["reviewer"] = sid, "Dr Open"
+    at.run()
+    assert not at.exception, at.exception
+    text = main_text(at)
+    assert Setting("001").label in text and Setting("000").label in text and "Risk A" in text
+    flat_letter = "A" if bool(items.loc[0, "a_is_flat"]) else "B"
+    at.radio(key=f"rs_verdict_{flat_letter}_0").set_value("implausible")
+    at.button(key="rs_save_0").click().run()
+    assert not at.exception, at.exception
+    saved = rs.answers(sid)
+    assert saved.loc[0, "verdict_flat"] == "implausible" and saved.loc[0, "preference"] in (None, "")
