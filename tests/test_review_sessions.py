@@ -3,6 +3,7 @@ journal modes, export/import, the statistics against known values, escaping and 
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import sqlite3
@@ -257,3 +258,17 @@ def test_preference_summary_and_report_escapes() -> None:
     assert "<script>" not in html and "<img" not in html and "&lt;img src=x" in html
     assert "http" not in html.replace("http://x", "") and "<link" not in html and "src=" not in html.replace(
         "&lt;img src=x", "")
+
+
+def test_answers_csv_neutralises_formulas_and_ids_are_checked(tmp_path: Path) -> None:
+    db = tmp_path / "reviews.sqlite"
+    sid = rs.create_session(_config(), _select("random", n=3), path=db)
+    rs.save_answer(sid, "=cmd|' /C calc'!A0", 0, preference="A", comment="@SUM(1)", path=db)
+    table = pd.read_csv(io.BytesIO(stats.answers_csv(rs.answers(sid, path=db))))
+    assert table.loc[0, "rater"].startswith("'=") and table.loc[0, "comment"].startswith("'@")
+    with pytest.raises(ReviewError, match="not a session id"):
+        rs.get_session("![x](//evil.example/a.png)", path=db)
+    bad = json.loads(rs.export_session(sid, path=db))
+    bad["config"]["task"] = "<script>"
+    with pytest.raises(ReviewError, match="task is missing or not a plain name"):
+        rs.import_session(json.dumps(bad), path=tmp_path / "other.sqlite")
