@@ -188,9 +188,17 @@ def test_export_import_idempotent_and_pooled(tmp_path: Path) -> None:
     payload = json.loads(exported)
     assert "store_root" not in payload["config"] and "/x" not in exported.decode()
     first = rs.import_session(exported, path=site_b)
-    assert first == {"session_id": sid, "new_session": 1, "added": 1, "updated": 0}
-    assert rs.import_session(exported, path=site_b) == {"session_id": sid, "new_session": 0, "added": 0,
-                                                         "updated": 0}
+    code_a = rs.get_session(sid, path=site_a)[0]["results_code"]
+    assert code_a not in exported.decode()  # each site's results code stays its own
+    assert {k: first[k] for k in ("session_id", "new_session", "added", "updated")} == {
+        "session_id": sid, "new_session": 1, "added": 1, "updated": 0}
+    second = rs.import_session(exported, path=site_b)
+    assert (second["new_session"], second["added"], second["updated"]) == (0, 0, 0)
+    config_b = rs.get_session(sid, path=site_b)[0]
+    assert second["results_code"] == first["results_code"] == config_b["results_code"] != code_a
+    assert rs.results_unlocked(config_b, first["results_code"].lower())
+    assert not rs.results_unlocked(config_b, code_a) and not rs.results_unlocked(config_b, "")
+    assert rs.results_unlocked({**config_b, "blinded": False}, "")
     rs.save_answer(sid, "Dr A", 0, preference="B", path=site_b)  # same name, another site: another rater
     back = rs.import_session(rs.export_session(sid, path=site_b), path=site_a)
     assert back["added"] == 1 and back["new_session"] == 0

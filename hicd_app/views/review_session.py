@@ -87,6 +87,11 @@ def create_panel(ctx) -> None:
             return
         st.success(f"Session {sid} created with {len(items)} items. Give reviewers the id {sid}; they join "
                    "on this page.")
+        if config.blinded:
+            code = rs.get_session(sid)[0]["results_code"]
+            st.info(f"Results code: {code}. Keep it to yourself: the Reviews page asks for it before it "
+                    "shows this blinded session's answers (seeing them would unblind a reviewer still at "
+                    "work).")
         st.session_state["rs_created"] = sid
 
 

@@ -28,7 +28,8 @@ with st.expander("Import a session held elsewhere", expanded=sessions.empty):
             result = rs.import_session(upload.getvalue())
             st.success(f"Session {result['session_id']}: "
                        + ("new here; " if result["new_session"] else "already here; ")
-                       + f"{result['added']} answers added, {result['updated']} updated.")
+                       + f"{result['added']} answers added, {result['updated']} updated. Its results code "
+                       + f"here: {result['results_code']}.")
             sessions = rs.list_sessions()
         except ReviewError as exc:
             st.error(str(exc))
@@ -48,6 +49,16 @@ st.subheader(f"Session {sid}: flat vs {label}")
 st.caption(f"{model_name(config['model'])}, task {config['task']}, seed {config['seed']}; "
            f"{len(items)} items chosen {config['selection']}; "
            f"{'blinded' if config['blinded'] else 'unblinded'}; created {config['created_at']}.")
+if not rs.results_unlocked(config, st.session_state.get(f"rv_code_{sid}", "")):
+    st.text(f"{answers['rater'].nunique()} reviewers have given {len(answers)} answers so far.")
+    code = st.text_input("Results code of this blinded session (the facilitator was shown it on creation)",
+                         type="password", max_chars=16, key="rv_code")
+    if code and rs.results_unlocked(config, code):
+        st.session_state[f"rv_code_{sid}"] = code
+        st.rerun()
+    if code:
+        st.error("That is not this session's results code.")
+    st.stop()
 if answers.empty:
     st.info("No answers yet.")
     st.stop()

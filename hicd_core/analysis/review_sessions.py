@@ -167,6 +167,20 @@ def _insert_session(conn: sqlite3.Connection, session_id: str, content_id: str, 
          for r in _items_records(items)])
 
 
+def _results_code() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(8))
+
+
+def results_unlocked(config: dict[str, Any], code: object) -> bool:
+    """Whether ``code`` opens the results of a session: a blinded session's decoded answers (which
+    side each reviewer preferred, item by item) would unblind a reviewer still at work, so the
+    Reviews page asks for the code the facilitator was given. Unblinded sessions need none."""
+    expected = str(config.get("results_code") or "")
+    if not config.get("blinded") or not expected:
+        return True
+    return secrets.compare_digest(normalise_id(code), expected)
+
+
 def create_session(config: SessionConfig, items: pd.DataFrame, *, path: Path | str | None = None) -> str:
     """Store a new session with its fixed item list; returns its short id."""
     title = str(config.title or "").strip()
@@ -177,7 +191,7 @@ def create_session(config: SessionConfig, items: pd.DataFrame, *, path: Path | s
     if items.empty or len(items) > MAX_ITEMS:
         raise ReviewError(f"a session holds 1 to {MAX_ITEMS} items; got {len(items)}")
     shared = {**config.shared(), "title": title, "n_items": len(items)}
-    local = {**shared, "store_root": config.store_root}
+    local = {**shared, "store_root": config.store_root, "results_code": _results_code()}
     with connect(path, schema=_SCHEMA) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -305,7 +319,8 @@ def export_session(session_id: str, *, path: Path | str | None = None) -> bytes:
                                (config["session_id"],)).fetchone()[0]
         rows = conn.execute(f"SELECT {', '.join(ANSWER_COLUMNS)} FROM review_answers WHERE session_id = ? "
                             "ORDER BY origin, reviewer, position", (config["session_id"],)).fetchall()
-    shared = {k: v for k, v in config.items() if k not in ("store_root", "session_id", "created_at")}
+    shared = {k: v for k, v in config.items()
+              if k not in ("store_root", "session_id", "created_at", "results_code")}
     payload = {"format": EXPORT_FORMAT, "session_id": config["session_id"], "content_id": content,
                "created_at": config["created_at"], "config": shared, "items": _items_records(items),
                "answers": [dict(zip(ANSWER_COLUMNS[1:], row[1:], strict=True)) for row in rows]}
@@ -337,7 +352,8 @@ def _check_shared(session_id: str, config: dict[str, Any]) -> None:
 
 def import_session(data: bytes | str, *, path: Path | str | None = None) -> dict[str, int | str]:
     """Merge an exported session into this data directory. Returns ``{"session_id", "new_session",
-    "added", "updated"}``; the same file imported twice adds and updates nothing."""
+    "added", "updated", "results_code"}`` (the code that opens its results here); the same file
+    imported twice adds and updates nothing."""
     try:
         payload = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -365,8 +381,9 @@ def import_session(data: bytes | str, *, path: Path | str | None = None) -> dict
                                  (sid,)).fetchone()
             new = found is None
             if new:
-                _insert_session(conn, sid, content, {**config, "store_root": ""}, items,
-                                str(payload.get("created_at") or _now()))
+                config.pop("results_code", None)  # each data directory has its own
+                local = {**config, "store_root": "", "results_code": _results_code()}
+                _insert_session(conn, sid, content, local, items, str(payload.get("created_at") or _now()))
             elif found[0] != content:
                 raise ReviewError(f"a different session with id {sid} already exists here; not merged")
             for row in rows:
@@ -384,4 +401,6 @@ def import_session(data: bytes | str, *, path: Path | str | None = None) -> dict
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return {"session_id": sid, "new_session": int(new), "added": added, "updated": updated}
+    code = str(get_session(sid, path=path)[0].get("results_code") or "")
+    return {"session_id": sid, "new_session": int(new), "added": added, "updated": updated,
+            "results_code": code}

@@ -134,6 +134,11 @@ def test_two_reviewers_concurrently_then_reviews_page(served: str, tiny_store) -
         box.fill(sid)
         box.press("Enter")
         _idle(page)
+        expect(page.get_by_text("10 answers so far").first).to_be_visible(timeout=60_000)
+        code = page.locator(".st-key-rv_code input").first
+        code.fill(rs.get_session(sid)[0]["results_code"])
+        code.press("Enter")
+        _idle(page)
         top = stats.preference_summary(frame).iloc[0]
         expect(page.get_by_text(f"Session {sid}: flat vs").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Cohen's kappa").first).to_be_visible(timeout=60_000)

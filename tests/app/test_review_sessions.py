@@ -68,6 +68,7 @@ def test_create_join_answer_resume_report(monkeypatch: pytest.MonkeyPatch, tiny_
     assert created, [s.value for s in at.success] + [e.value for e in at.error]
     sid = re.search(r"Session ([A-Z0-9]+) created", created[0]).group(1)
     config, items = rs.get_session(sid)
+    assert any(f"Results code: {config['results_code']}" in i.value for i in at.info)
     assert config["blinded"] and len(items) == 3 and config["setting"] == "111"
 
     at.run()  # the new id fills the join box
@@ -109,6 +110,11 @@ def test_create_join_answer_resume_report(monkeypatch: pytest.MonkeyPatch, tiny_
     report = _page(monkeypatch, tiny_store.root, REVIEWS_PAGE).run()
     assert not report.exception, report.exception
     report.selectbox(key="rv_session").set_value(sid).run()
+    assert not report.exception, report.exception
+    assert not report.metric and "6 answers so far" in main_text(report)  # blinded: locked at first
+    report.text_input(key="rv_code").input("WRONG").run()
+    assert any("not this session's results code" in e.value for e in report.error)
+    report.text_input(key="rv_code").input(config["results_code"]).run()
     assert not report.exception, report.exception
     metrics = {m.label: m.value for m in report.metric}
     answers = rs.answers(sid)
