@@ -140,7 +140,10 @@ def test_length_limits_and_messages(db: Path) -> None:
         rs.save_answer(sid, "Dr B", 0, path=db)
 
 
-def _answer_many(db: str, sid: str, reviewer: str, count: int) -> None:
+def _answer_many(db: str, sid: str, reviewer: str, count: int, barrier: threading.Barrier | None = None
+                 ) -> None:
+    if barrier is not None:  # every thread saves its first answer at the same instant
+        barrier.wait()
     for position in range(count):
         rs.save_answer(sid, reviewer, position, preference="AB"[position % 2],
                        comment=f"{reviewer} {position}", path=db)
@@ -148,7 +151,9 @@ def _answer_many(db: str, sid: str, reviewer: str, count: int) -> None:
 
 def test_concurrent_answers_threads_and_processes(db: Path) -> None:
     sid = rs.create_session(_config(n_items=12), _select("random", n=12), path=db)
-    threads = [threading.Thread(target=_answer_many, args=(str(db), sid, f"T{i}", 12)) for i in range(10)]
+    barrier = threading.Barrier(10)
+    threads = [threading.Thread(target=_answer_many, args=(str(db), sid, f"T{i}", 12, barrier))
+               for i in range(10)]
     for t in threads:
         t.start()
     for t in threads:

@@ -137,9 +137,12 @@ def normalise_id(session_id: object) -> str:
 def instance_id(path: Path | str | None = None) -> str:
     """This data directory's origin id (made once): answers given here carry it."""
     with connect(path, schema=_SCHEMA) as conn:
-        conn.execute("INSERT OR IGNORE INTO review_meta (key, value) VALUES ('instance', ?)",
-                     (secrets.token_hex(8),))
-        return str(conn.execute("SELECT value FROM review_meta WHERE key = 'instance'").fetchone()[0])
+        found = conn.execute("SELECT value FROM review_meta WHERE key = 'instance'").fetchone()
+        if found is None:  # first use only: a read per page view must not take the write lock
+            conn.execute("INSERT OR IGNORE INTO review_meta (key, value) VALUES ('instance', ?)",
+                         (secrets.token_hex(8),))
+            found = conn.execute("SELECT value FROM review_meta WHERE key = 'instance'").fetchone()
+        return str(found[0])
 
 
 def _content_id(shared: dict[str, Any], items: pd.DataFrame) -> str:
