@@ -272,7 +272,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--cohort", help="synthetic | mimic-iv:PATH | mimic-iii:PATH | meds:PATH "
                                         "(default: the preset's, synthetic)")
     sweep.add_argument("--target", help="eicu:PATH | none (default: the preset's; the synthetic target)")
-    sweep.add_argument("--models", help="comma list of bert,graph")
+    sweep.add_argument("--models", help=f"comma list of {','.join(MODELS)} (default: the preset's; "
+                                        "counts-gbm is opt-in)")
     sweep.add_argument("--settings", help="all | comma list of 000,001,...")
     sweep.add_argument("--tasks", help=f"comma list of {','.join(SOURCE_TASKS)} (default: the preset's)")
     sweep.add_argument("--seeds", help="comma list of integers, e.g. 0,1,2")
