@@ -109,7 +109,8 @@ def sidebar() -> AppContext:
             if message:
                 running = True
                 st.info(message)
-            (training.running_status if running else training.idle_status)(str(root), version)
+            polling = running or training.cluster_active(root)  # a local or a Slurm sweep
+            (training.running_status if polling else training.idle_status)(str(root), version)
             if not running:
                 training.offer_default_training(root, info, default_bundle, version)
     _keep_sidebar_values()

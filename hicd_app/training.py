@@ -1,7 +1,8 @@
 """Background training in the app: the first-launch auto-start of the default bundle, the sidebar's
-progress panel (a fragment polling the sweep's status file, plus a cluster sweep's progress read from
-the store), the "train the default preset" button, and starting a sweep of chosen runs from a page (a
-:class:`SweepPreset` handed over as JSON; to Slurm when the store has a ``slurm.json``)."""
+progress panel (a fragment polling the sweep's status file, and a cluster sweep's progress read from
+the store while its runs are pending or running), the "train the default preset" button, and starting
+a sweep of chosen runs from a page (a :class:`SweepPreset` handed over as JSON; to Slurm when the
+store has a ``slurm.json``)."""
 
 from __future__ import annotations
 
@@ -73,8 +74,9 @@ def offer_default_training(root: Path, info: dict, default_bundle: bool, version
         st.warning("A sweep is already running for this store.")
 
 
-def _status_panel(root: str, version: str) -> None:
-    """Progress of the background sweep; a full rerun when a run finished so pages fill in."""
+def _status_panel(root: str, version: str) -> bool:
+    """Progress of the background sweep and of a cluster sweep; a full rerun when a run finished so
+    pages fill in. Whether anything is still to come (a local sweep, or Slurm runs pending/running)."""
     status = background.read_status(Path(root))
     running = background.is_running(Path(root))
     view = background.training_view(status, running)
@@ -93,27 +95,71 @@ def _status_panel(root: str, version: str) -> None:
                    + (f" {view['message']}" if view["message"] else ""))
     else:
         st.caption("No background training.")
-    _cluster_panel(Path(root))
+    cluster_busy = _cluster_panel(Path(root))
     if store_version(Path(root)) != version:
         st.rerun()  # a run finished or failed: redraw the page with it
+    return running or cluster_busy
 
 
-def _cluster_panel(root: Path) -> None:
-    """A Slurm sweep's progress, from the store and squeue (the submitting process may be gone)."""
+def _polling_panel(root: str, version: str) -> None:
+    """The panel while something trains; once nothing is left to wait for, one full rerun lets the
+    sidebar swap in the idle panel, so an ended sweep is not polled forever."""
+    if not _status_panel(root, version):
+        st.rerun()
+
+
+def _cluster_table(root: Path) -> tuple[pd.DataFrame, str] | None:
+    """Every run a Slurm sweep submitted to this store, with its state (None: never submitted)."""
+    if not (root / "slurm" / "jobs.json").is_file():
+        return None
+    from hicd_core.experiments.cluster_status import store_status
+
+    return store_status(RunStore(root))
+
+
+def cluster_active(root: Path) -> bool:
+    """Whether a Slurm sweep on this store still has pending or running runs (the sidebar then polls).
+
+    Without ``squeue`` on this machine a submitted, unfinished run counts as pending: its run folder
+    may still appear on the shared store, so the panel keeps reading it."""
+    found = _cluster_table(Path(root))
+    if found is None:
+        return False
+    from hicd_core.experiments.cluster_status import counts
+
+    count = counts(found[0])
+    return count["running"] + count["pending"] > 0
+
+
+def _task_list(tasks: list[str], limit: int = 6) -> str:
+    shown = sorted(set(tasks), key=lambda task: (len(task), task))
+    return ", ".join(shown[:limit]) + (f" and {len(shown) - limit} more" if len(shown) > limit else "")
+
+
+def _cluster_panel(root: Path) -> bool:
+    """A Slurm sweep's progress, from the store and squeue (the submitting process may be gone), with
+    its job ids and the array tasks running and pending. Whether runs are still pending/running."""
     if CLUSTER_FLASH in st.session_state:
         st.caption(st.session_state[CLUSTER_FLASH])
-    if not (root / "slurm" / "jobs.json").is_file():
-        return
-    from hicd_core.experiments.cluster_status import counts, store_status
+    found = _cluster_table(root)
+    if found is None:
+        return False
+    from hicd_core.experiments.cluster_status import counts
 
-    table, note = store_status(RunStore(root))
+    table, note = found
     count = counts(table)
     total = max(1, len(table))
     st.progress(count["finished"] / total,
                 text=f"Cluster: {count['finished']} of {len(table)} runs finished, {count['running']} "
                      f"running, {count['pending']} pending, {count['failed']} failed")
     jobs = sorted({job.split("_")[0] for job in table["job"] if job}, key=lambda job: (len(job), job))
-    st.caption(f"Slurm jobs {', '.join(jobs[-5:])}" + (f" ({note})" if note else ""))
+    lines = [f"Slurm jobs {', '.join(jobs[-5:])}" + (f" ({note})" if note else "")]
+    for state in ("running", "pending", "failed"):
+        tasks = [job for job in table.loc[table["status"] == state, "job"] if job]
+        if tasks:
+            lines.append(f"{state}: task {_task_list(tasks)}")
+    st.caption("  \n".join(lines))
+    return count["running"] + count["pending"] > 0
 
 
 def submit_to_cluster(root: Path, preset: SweepPreset) -> str:
@@ -131,7 +177,7 @@ def submit_to_cluster(root: Path, preset: SweepPreset) -> str:
     return next((line for line in done.stdout.splitlines() if line.startswith("submitted")), "submitted")
 
 
-running_status = st.fragment(run_every=2)(_status_panel)
+running_status = st.fragment(run_every=2)(_polling_panel)
 
 
 idle_status = st.fragment(_status_panel)
