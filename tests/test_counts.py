@@ -148,7 +148,9 @@ def test_contributions_sum_to_the_logit_and_round_trip(small_source_cohort, tmp_
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in (tmp_path / "model").iterdir())
 
 
-def test_gbm_trees_predict_like_sklearn_and_round_trip(small_source_cohort, tmp_path: Path) -> None:
+def test_gbm_trees_predict_like_sklearn_and_round_trip(
+    small_source_cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from hicd_core.models.counts_train import (
@@ -164,8 +166,12 @@ def test_gbm_trees_predict_like_sklearn_and_round_trip(small_source_cohort, tmp_
     y = (x[:, 0] + x[:, 3] + rng.normal(size=400) > 1.5).astype(int)
     clf = HistGradientBoostingClassifier(max_iter=15, random_state=0, early_stopping=False).fit(x, y)
     np.testing.assert_allclose(trees_logit(_dump_trees(clf, 15), x), clf.decision_function(x), atol=1e-9)
+    from hicd_core.models import counts_train
+
+    monkeypatch.setattr(counts_train, "GBM_MAX_ITER", 12)  # the round trip, not the model's quality
     prepared = prepare_features(small_source_cohort, Setting.G2)
     model = train_counts(prepared, small_source_cohort, "readmission_30d", estimator="gbm", seed=0)
+    assert 1 <= model.metrics["chosen"]["n_trees"] <= 12
     test = model.predict(small_source_cohort, "readmission_30d", "test")
     loaded = load_counts(model.save(tmp_path / "gbm"))
     np.testing.assert_array_equal(
@@ -272,3 +278,20 @@ def test_tiny_counts_sweep_through_report_and_patient(
         at = AppTest.from_file(str(views / name), default_timeout=120).run()
         assert not at.exception, (name, at.exception)
     assert any("count baselines only" in i.value for i in at.info)  # embeddings: nothing to map
+
+
+def test_c_search_on_a_subsample(small_source_cohort) -> None:
+    """Above ``subsample`` training samples C is searched on a subsample and the chosen C is refitted on
+    all (what keeps full MIMIC-IV scale fast)."""
+    from hicd_core.models.counts_train import CountsModel, _split, fit_logistic, prepare_features
+
+    prepared = prepare_features(small_source_cohort, Setting.G2)
+    model = CountsModel("lr", prepared.vocab, {})
+    model.remember(small_source_cohort, prepared.visits)
+    _, x_train, y_train = _split(model, small_source_cohort, "readmission_30d", "train")
+    _, x_val, y_val = _split(model, small_source_cohort, "readmission_30d", "val")
+    fit = fit_logistic(x_train, y_train, x_val, y_val, seed=0, subsample=800)
+    chosen = max(fit["grid"], key=lambda row: row["val_auroc"])
+    assert {row["samples"] for row in fit["grid"]} == {800}
+    assert fit["C"] == chosen["C"] and x_train.shape[0] > 800
+    assert len(fit["coef"]) == prepared.vocab.n_features and 0 <= fit["score"] <= 1

@@ -6,8 +6,10 @@ Two estimators on the features of :mod:`hicd_core.models.counts`:
   ``class_weight="balanced"`` like the deep models' weighted loss and the transfer probe); C from
   :data:`C_GRID` by validation AUROC, walking the grid upwards and stopping at the first C that does
   worse than the one before (the validation curve is single-peaked; the large, slow C values are then
-  never fitted). Raw counts, no scaling, so the logit is exactly ``intercept + sum(coef * count)`` and
-  every code occurrence's share of it is known (:meth:`CountsModel.token_contributions`). On the
+  never fitted; above :data:`C_SEARCH_SAMPLES` training samples the walk runs on a random
+  subsample and only the chosen C is fitted on all). Raw counts, no scaling, so the logit
+  is exactly ``intercept + sum(coef * count)`` and every code occurrence's share of it is known
+  (:meth:`CountsModel.token_contributions`). On the
   synthetic default, liblinear on raw counts beat lbfgs on raw, max-abs-scaled or log1p counts in
   both validation AUROC and time (lbfgs on raw counts needed minutes: the count columns are badly
   conditioned).
@@ -51,6 +53,8 @@ MODEL_NAME = "counts"
 ESTIMATORS = ("lr", "gbm")
 VOCAB_FILE = "vocab.json"
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Training samples above which C is searched on a random subsample of this size (:func:`fit_logistic`).
+C_SEARCH_SAMPLES = 60_000
 GBM_MAX_FEATURES = 512
 GBM_MAX_ITER = 100
 GBM_PARAMS = {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 1.0}
@@ -66,6 +70,16 @@ def _auroc0(y: np.ndarray, p: np.ndarray) -> float:
     return -1.0 if np.isnan(score) else score
 
 
+def _fit_one(x: sp.csr_matrix, y: np.ndarray, strength: float, seed: int) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(
+        C=strength, solver="liblinear", tol=1e-3, max_iter=200, class_weight="balanced", random_state=seed
+    )
+    clf.fit(x, y)
+    return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+
+
 def fit_logistic(
     x_train: sp.csr_matrix,
     y_train: np.ndarray,
@@ -73,35 +87,49 @@ def fit_logistic(
     y_val: np.ndarray,
     seed: int,
     grid: tuple[float, ...] = C_GRID,
+    subsample: int = C_SEARCH_SAMPLES,
 ) -> dict[str, Any]:
     """L2 logistic regression, C chosen by validation AUROC (ascending grid, stopped at the first drop);
-    returns ``coef``, ``intercept``, ``C``, ``val_logit`` and the validation AUROC per C tried (``grid``)."""
-    from sklearn.linear_model import LogisticRegression
+    returns ``coef``, ``intercept``, ``C``, ``val_logit`` and the validation AUROC per C tried (``grid``).
 
+    With more than ``subsample`` training samples the grid is walked on a seeded random ``subsample`` of
+    them and only the chosen C is fitted on all. C is used as is: in liblinear's form
+    ``|w|^2 / 2 + C * sum(loss)`` the best C barely moves with the sample count (1e-3 both on the
+    synthetic default's 13,784 and on the full-scale cohort's 345,469 training samples), while rescaling
+    it by ``subsample / n`` (same penalty per sample) cost 0.005 validation AUROC at full scale. This
+    halves the fitting time at full MIMIC-IV scale.
+    """
     if len(np.unique(y_train)) < 2:
         raise ValueError("the train split has a single class: cannot fit a logistic regression")
+    n = x_train.shape[0]
+    x_search, y_search, scale = x_train, y_train, 1.0
+    if n > subsample:
+        rows = np.sort(np.random.default_rng([seed, 17]).choice(n, size=subsample, replace=False))
+        x_search, y_search, scale = x_train[rows], y_train[rows], subsample / n
+        if len(np.unique(y_search)) < 2:
+            x_search, y_search, scale = x_train, y_train, 1.0
     best: dict[str, Any] | None = None
     scores: list[dict[str, float]] = []
     for strength in sorted(grid):
         if len(scores) >= 2 and scores[-1]["val_auroc"] < scores[-2]["val_auroc"]:
             break  # past the peak: larger C only overfits more, and costs more
-        clf = LogisticRegression(
-            C=strength, solver="liblinear", tol=1e-3, max_iter=200, class_weight="balanced", random_state=seed
-        )
-        clf.fit(x_train, y_train)
-        coef, intercept = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        coef, intercept = _fit_one(x_search, y_search, strength, seed)
         val_logit = np.asarray(x_val @ coef).ravel() + intercept
         score = _auroc0(y_val, val_logit)
-        scores.append({"C": strength, "val_auroc": score})
+        scores.append({"C": strength, "val_auroc": score, "samples": int(x_search.shape[0])})
         if best is None or score > best["score"]:
             best = {
                 "score": score,
-                "coef": coef.copy(),
+                "coef": coef,
                 "intercept": intercept,
                 "C": strength,
                 "val_logit": val_logit,
             }
     assert best is not None
+    if scale < 1.0:  # the chosen C, refitted on every training sample
+        best["coef"], best["intercept"] = _fit_one(x_train, y_train, best["C"], seed)
+        best["val_logit"] = np.asarray(x_val @ best["coef"]).ravel() + best["intercept"]
+        best["score"] = _auroc0(y_val, best["val_logit"])
     return {**best, "grid": scores}
 
 
@@ -355,7 +383,7 @@ def train_counts(
         model.params = {"coef": fit["coef"], "intercept": np.array([fit["intercept"]])}
         chosen = {"C": fit["C"], "grid": fit["grid"]}
     else:
-        fit = fit_gbm(x_train, y_train, x_val, y_val, seed)
+        fit = fit_gbm(x_train, y_train, x_val, y_val, seed, GBM_MAX_FEATURES, GBM_MAX_ITER)
         model.params = {**fit["trees"], "columns": fit["columns"]}
         chosen = {"n_trees": fit["n_trees"], "max_features": GBM_MAX_FEATURES, **GBM_PARAMS}
     val_prob = _sigmoid(fit["val_logit"])
