@@ -127,6 +127,48 @@ def headline(root: str, version: str) -> pd.DataFrame:
     return report.headline(comparisons(root, version))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def across_seed_table(root: str, version: str, evaluation: str, metric: str) -> pd.DataFrame:
+    """Level ablation's across-seed table: the same for every session, so computed once per process."""
+    from hicd_core.analysis.results_view import across_seed_table as table
+
+    return table(comparisons(root, version), evaluation, metric)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def numbers_table(root: str, version: str, evaluation: str, metric: str) -> pd.DataFrame:
+    """Level ablation's per-run table, once per process."""
+    from hicd_core.analysis.results_view import numbers_table as table
+
+    return table(results(root, version), comparisons(root, version), evaluation, metric)
+
+
+# Figures shared by every session are built once per process (a plotly figure takes 0.1-0.3 s to build,
+# with the GIL held, on 2 cores). ``st.plotly_chart`` serialises a figure without changing it, so one
+# object can serve every session: never mutate what these return.
+@st.cache_resource(show_spinner=False, max_entries=64)
+def curve_figure(root: str, version: str, evaluation: str, metric: str, overlay: bool, kind: str) -> Any:
+    """``kind`` ``level``: Level ablation's curve; ``transfer``: the Transfer page's bars."""
+    from hicd_core.analysis import charts
+    from hicd_core.analysis.results_view import paper_values
+
+    table = curve(root, version, evaluation, metric)
+    paper = paper_values(evaluation, metric) if overlay else None
+    build = charts.transfer_figure if kind == "transfer" else charts.level_curve_figure
+    return build(table, metric, paper)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def delta_heatmap(root: str, version: str, evaluation: str | None, metric: str, corrected: bool,
+                  p_label: str | None) -> Any:
+    """The difference-to-flat heatmap of :func:`delta_cells` (``p_label`` None: the chart's default)."""
+    from hicd_core.analysis import charts
+
+    cells = delta_cells(root, version, evaluation, metric, corrected)
+    extra = {} if p_label is None else {"p_label": p_label}
+    return charts.delta_heatmap_figure(cells, metric, **extra)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def predictions(root: str, run_id: str) -> pd.DataFrame:
     """A finished run never changes, so its predictions are keyed by run id alone."""

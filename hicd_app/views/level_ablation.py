@@ -29,7 +29,7 @@ def results_panel() -> None:
     label = charts.METRIC_LABELS[metric]
 
     st.subheader(f"{label} by hierarchy setting: {evaluation}")
-    figure = charts.level_curve_figure(curve, metric, paper)
+    figure = cache.curve_figure(ctx.root_key, ctx.version, evaluation, metric, overlay, "level")
     st.plotly_chart(figure, key="abl_curve", width="stretch")
     intervals = ", ".join(sorted(set(curve["interval"])))
     st.caption(f"How to read it: {charts.LEVEL_ORDER_CAPTION} One line per model; error bars are 95% "
@@ -50,7 +50,7 @@ def results_panel() -> None:
         st.info("No comparison yet: it needs the flat (000) run and another setting of the same model.")
     else:
         p_label = "Holm-corrected p" if corrected else "raw p"
-        heatmap = charts.delta_heatmap_figure(cells, metric, p_label=p_label)
+        heatmap = cache.delta_heatmap(ctx.root_key, ctx.version, evaluation, metric, corrected, p_label)
         st.plotly_chart(heatmap, key="abl_heatmap", width="stretch")
         n_seeds = int(cells["n_seeds"].max())
         st.caption(f"How to read it: each cell is the setting's {label} minus the flat model's, on the same "
@@ -59,7 +59,7 @@ def results_panel() -> None:
                    + ("; Holm corrects for the 7 settings compared." if corrected else
                       "; uncorrected, as the paper marks it.") + f" It rests on {report.seed_note(n_seeds)}.")
         widgets.downloads("abl_heatmap", cells, heatmap, name=f"delta_to_flat_{metric}")
-        across = results_view.across_seed_table(comparison, evaluation, metric)
+        across = cache.across_seed_table(ctx.root_key, ctx.version, evaluation, metric)
         st.markdown(f"**Across seeds: {label} difference to flat, 95% interval, p and Holm p**")
         st.dataframe(across, width="stretch", hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%+.4f")
@@ -67,7 +67,7 @@ def results_panel() -> None:
         widgets.downloads("abl_across", across, name=f"across_seeds_{metric}")
 
     st.subheader("Numbers per run (per-seed detail)")
-    table = results_view.numbers_table(results, comparison, evaluation, metric)
+    table = cache.numbers_table(ctx.root_key, ctx.version, evaluation, metric)
     st.dataframe(table, width="stretch", hide_index=True)
     st.caption("One row per finished run (test split). n / n_pos: test samples and positives. p and Holm p "
                "here are that seed's own test (DeLong for AUROC, paired bootstrap otherwise). Brier and ECE "

@@ -161,7 +161,7 @@ if widgets.require_store(ctx):
                        + " The paper itself marks uncorrected per-seed DeLong p < 0.05.")
             widgets.downloads("overview_headline", table, name="headline")
             cells = cache.delta_cells(ctx.root_key, ctx.version, None, "auroc", corrected=True)
-            heatmap = charts.delta_heatmap_figure(cells, "auroc")
+            heatmap = cache.delta_heatmap(ctx.root_key, ctx.version, None, "auroc", True, None)
             st.plotly_chart(heatmap, key="overview_heatmap", width="stretch")
             st.caption("How to read it: every model and task (rows) against its flat model, for each "
                        "hierarchy setting (columns): the test AUROC difference (blue = better than flat); "

@@ -25,7 +25,7 @@ def probe_panel() -> None:
     overlay = paper is not None
     label = charts.METRIC_LABELS[metric]
     st.subheader(f"Probe {label} on the target site, per setting")
-    figure = charts.transfer_figure(curve, metric, paper)
+    figure = cache.curve_figure(ctx.root_key, ctx.version, evaluation, metric, overlay, "transfer")
     st.plotly_chart(figure, key="tr_bars", width="stretch")
     st.caption("How to read it: the encoder trained on the source site is frozen; a logistic-regression "
                "probe is fitted on the target site's training patients and tested on its test patients. "
@@ -35,7 +35,8 @@ def probe_panel() -> None:
                   else ""))
     widgets.downloads("tr_bars", curve, figure, name=f"transfer_{metric}")
     if ctx.store is not None and transfer_runs["model"].astype(str).str.startswith("counts-").any():
-        direct = results_view.counts_transfer_table(ctx.store.finished_runs(), evaluation.split(" -> ")[0])
+        runs, _ = cache.finished_runs(ctx.root_key, ctx.version)  # verified once per store version
+        direct = results_view.counts_transfer_table(runs, evaluation.split(" -> ")[0])
         with st.expander("Count baselines: the probe (plotted) and the source model as is"):
             st.caption("For counts-LR / counts-GBM the bars are the same probe as for the deep models, on "
                        "the source's count features: the source vocabulary and roll-ups, so target codes the "

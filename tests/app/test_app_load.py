@@ -63,6 +63,30 @@ def test_shared_results_are_computed_once_across_sessions(app_env, monkeypatch: 
     assert second == first  # the second session reused them: no engine call of its own
 
 
+@pytest.mark.parametrize("page", ["level_ablation", "transfer"])
+def test_shared_figures_and_tables_are_built_once_across_sessions(app_env, page: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The results pages' figures and tables are the same for every session: the second session's view
+    builds none of them again (each took 0.05-0.3 s with the GIL held, per view)."""
+    from hicd_core.analysis import charts, results_view
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    counted = {name: _counted(monkeypatch, module, name) for module, name in (
+        (charts, "level_curve_figure"), (charts, "delta_heatmap_figure"), (charts, "transfer_figure"),
+        (results_view, "across_seed_table"), (results_view, "numbers_table"))}
+    seen = []
+    for _ in range(2):
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.switch_page(f"hicd_app/views/{page}.py").run()
+        assert not at.exception, at.exception
+        seen.append({name: len(calls) for name, calls in counted.items()})
+    first, second = seen
+    built = [name for name, n in first.items() if n]
+    assert built, first  # the page drew something from the engine
+    assert second == first, (first, second)
+
+
 def test_first_start_spares_the_collector(app_env) -> None:
     startup._server.clear()  # a fresh process's first start
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
