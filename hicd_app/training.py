@@ -101,10 +101,18 @@ def _status_panel(root: str, version: str) -> bool:
     return running or cluster_busy
 
 
+_SEEN_BUSY = "training_seen_busy"
+
+
 def _polling_panel(root: str, version: str) -> None:
-    """The panel while something trains; once nothing is left to wait for, one full rerun lets the
-    sidebar swap in the idle panel, so an ended sweep is not polled forever."""
-    if not _status_panel(root, version):
+    """The panel while something trains; once what this session saw training has ended, one full
+    rerun lets the sidebar swap in the idle panel, so an ended sweep is not polled forever. Only on
+    that transition: a sweep just started may not show as running yet, and rerunning then would wipe
+    the page's "started" message."""
+    seen = st.session_state.setdefault(_SEEN_BUSY, {})
+    if _status_panel(root, version):
+        seen[root] = True
+    elif seen.pop(root, False):
         st.rerun()
 
 
