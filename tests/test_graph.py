@@ -34,6 +34,7 @@ import torch
 
 from hicd_core.cohort.schema import MIMIC_IV, TEST, TRAIN, VALIDATION, Cohort
 from hicd_core.experiments.families import GraphFamily
+from hicd_core.experiments.transfer import probe_transfer
 from hicd_core.hierarchy import SETTINGS, Setting, normalize_codes
 from hicd_core.models.common import ArtifactError, ProgressEvent
 from hicd_core.models.graph_build import CodeGraph
@@ -421,6 +422,14 @@ def test_predict_encode_and_transfer(trained, source_cohort: Cohort, target_coho
     ids, vectors = model.encode(target_cohort, "icu_readmission")
     assert vectors.shape == (len(target_cohort.tasks["icu_readmission"]), 128) and np.isfinite(vectors).all()
     assert len(ids) == len(vectors)
+    # The probe encodes every sample once and splits: the same vectors as one call per split.
+    position = {sample_id: row for row, sample_id in enumerate(ids)}
+    for split in (TRAIN, VALIDATION, TEST):
+        split_ids, split_vectors = model.encode(target_cohort, "icu_readmission", split)
+        np.testing.assert_allclose(vectors[[position[i] for i in split_ids]], split_vectors, atol=1e-5)
+    metrics, predictions = probe_transfer(model, target_cohort, "icu_readmission")
+    test_ids = target_cohort.tasks["icu_readmission"].query("split == @TEST")["sample_id"].tolist()
+    assert predictions["sample_id"].tolist() == test_ids and 0 <= metrics["test"]["auroc"] <= 1
     nodes, embeddings = model.node_embeddings()
     assert embeddings.shape == (len(nodes), 128)
 

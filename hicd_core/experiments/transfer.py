@@ -62,10 +62,17 @@ def probe_transfer(encoder: Encoder, target: Cohort, task: str, seed: int = 0
                    ) -> tuple[dict, pd.DataFrame]:
     """Fit and evaluate the probe; returns (metrics, per-sample test predictions)."""
     samples = target.tasks[task].set_index("sample_id")
+    # One encoder pass over every sample, then split: the encoders tokenise the whole task per call,
+    # so three per-split calls tokenised the target three times (the sample order within a split is
+    # the task frame's either way).
+    all_ids, all_vectors = encoder.encode(target, task, None)
+    all_ids = np.asarray(all_ids)
+    split_of = samples.loc[all_ids, "split"].to_numpy()
     data = {}
     for split in (TRAIN, VALIDATION, TEST):
-        ids, vectors = encoder.encode(target, task, split)
-        data[split] = (np.asarray(ids), np.asarray(vectors, dtype=np.float64),
+        rows = np.flatnonzero(split_of == split)
+        ids = all_ids[rows]
+        data[split] = (ids, np.asarray(all_vectors[rows], dtype=np.float64),
                        samples.loc[ids, "label"].to_numpy())
     x_train, y_train = data[TRAIN][1], data[TRAIN][2]
     if len(np.unique(y_train)) < 2:
