@@ -323,3 +323,40 @@ class PatientTransformer(nn.Module):
     def forward(self, tokens: Tensor, token_mask: Tensor, visit_mask: Tensor) -> Tensor:
         """Logits [B] from node-id tokens [B, V, C]."""
         return self.head(self.dropout(self.encode(tokens, token_mask, visit_mask))).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------- FLOP accounting
+# The counterpart of HicdBert.flops_per_token, for cost models (benchmarks/bench_wall_time.py): matmul
+# FLOPs only (2 per multiply-add), training = 3x forward; look-ups and element-wise work not counted.
+
+
+def gcn_flops_per_epoch(config: GraphConfig, n_nodes: int, n_edges: int, n_pairs: int) -> float:
+    """Training FLOPs of one GCN link-prediction epoch: both layers' dense transforms and sparse
+    aggregations over ``n_edges`` stored (directed) entries plus self-loops, then the decoder on
+    ``n_pairs`` scored pairs (the dense Gram matrix ``Z Z^T`` up to :data:`GRAM_MAX_NODES` nodes,
+    per-pair dot products above).
+
+    >>> gcn_flops_per_epoch(GraphConfig(), 10, 0, 20) == 3 * (2 * 10 * (64 * 128 + 128 * 128)
+    ...     + 2 * 10 * (128 + 128) + 2 * 10 * 10 * 128)
+    True
+    """
+    c = config
+    dense = 2 * n_nodes * (c.in_dim * c.hidden_dim + c.hidden_dim * c.out_dim)
+    sparse = 2 * (n_edges + n_nodes) * (c.hidden_dim + c.out_dim)
+    decoder = 2 * n_nodes * n_nodes * c.out_dim if n_nodes <= GRAM_MAX_NODES else 2 * n_pairs * c.out_dim
+    return 3.0 * (dense + sparse + decoder)
+
+
+def transformer_flops_per_sample(config: GraphConfig, n_visits: float) -> float:
+    """Training FLOPs of one patient-transformer sample with ``n_visits`` real visits: per visit the
+    encoder layers (QKV, output projection, FFN, attention over the visits) and the attention-pool
+    projection; the linear head once. Visit pooling (a masked mean of look-ups) is not counted.
+
+    >>> round(transformer_flops_per_sample(GraphConfig(), 1) / 1e6, 3)
+    1.675
+    """
+    c = config
+    d = c.d_model
+    per_layer = 2 * (4 * d * d + 2 * d * c.ff_dim) + 2 * 2 * n_visits * d
+    per_visit = c.n_layers * per_layer + 2 * d * d
+    return 3.0 * (n_visits * per_visit + 2 * d)
