@@ -36,7 +36,8 @@ The model, step by step:
    N GPUs, longest first onto the least-loaded GPU (what a Slurm array with N-way parallelism does
    when BERT groups come first), plus the measured 8.8 s per-task overhead of the local Slurm
    (``slurm_vs_local``: 8.2 s queue + 0.6 s cohort load). Cluster queue waits are not modelled.
-   The paper preset's counts-lr groups run on CPU in seconds and are left out.
+   Left out: the paper preset's counts-lr groups (CPU only), the embedding analysis of the first
+   seed, tokenisation and graph building on the CPU, and checkpoint I/O.
 """
 
 from __future__ import annotations
