@@ -37,7 +37,7 @@ from hicd_core.experiments.families import FAMILIES, resolve_model_preset, split
 from hicd_core.experiments.runstore import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, RunStore
 from hicd_core.experiments.spec import EMBEDDING_SCOPES, RunSpec, SweepPreset
 from hicd_core.experiments.transfer import add_calibration, probe_transfer
-from hicd_core.models.common import ProgressEvent, pick_device
+from hicd_core.models.common import ProgressEvent, cpu_has_native_bf16, pick_device
 from hicd_core.runtime import atomic_directory, library_versions, seed_everything, stable_hash
 from hicd_core.stats import binary_metrics
 
@@ -238,7 +238,10 @@ class Sweep:
                 "target_fingerprint": target.fingerprint if target is not None and spec.kind == "transfer"
                 else None,
                 "synthetic": cohort.synthetic, "code_set_year": cohort.meta.get("code_set_year"),
-                "library_versions": library_versions(), "finished_at": time.time()}
+                "library_versions": library_versions(), "finished_at": time.time(),
+                # Whether bf16 ran (on CPU only with bf16 units; models.common.use_bf16): the same
+                # run trains in fp32 on other CPUs, to float noise of the same result.
+                "cpu_bf16_units": cpu_has_native_bf16()}
 
     def _wants_embeddings(self, spec: RunSpec) -> bool:
         wanted = embedding_seeds(self.embeddings, {"run": spec})

@@ -97,7 +97,9 @@ class TrainPreset:
     weight_decay: float = 0.01
     warmup_frac: float = 0.0  # linear warm-up share of the MLM steps before the cosine decay
     eval_batch: int = 256
-    bf16: bool = True  # bf16 autocast; on CPU measured 1.2x (cpu) and 1.8x (paper) fp32 tokens/s
+    # bf16 autocast; on an AMX CPU measured 1.2x (cpu) and 1.8x (paper) fp32 tokens/s. Used only where
+    # the hardware has bf16 (models.common.use_bf16): emulated, it was 6x slower than fp32.
+    bf16: bool = True
     notes: str = ""
 
 

@@ -61,6 +61,7 @@ from hicd_core.models.common import (
     pick_device,
     save_artifact,
     state_dict_cpu,
+    use_bf16,
 )
 from hicd_core.runtime import seed_everything
 
@@ -242,7 +243,7 @@ def precision(device: torch.device, bf16: bool) -> contextlib.ExitStack:
     """
     stack = contextlib.ExitStack()
     stack.enter_context(autocast(device, bf16))
-    if bf16 and device.type == "cpu":
+    if use_bf16(device, bf16) and device.type == "cpu":
         stack.enter_context(sdpa_kernel(SDPBackend.MATH))
     return stack
 

@@ -65,7 +65,8 @@ class GraphConfig:
     negative_ratio: float = 1.0  # random non-edges per positive edge, resampled each epoch (paper: unknown)
     link_holdout: float = 0.1  # share of edges held out of training to measure link-prediction AUC
     # Decoder scores in bfloat16 for the training loss (embeddings, GCN layers and the link AUC stay
-    # fp32): halves the GCN epoch on CPU; False gives the all-fp32 run.
+    # fp32): halves the GCN epoch on a CPU with AMX; ignored on CPUs without bf16 units, where emulated
+    # bf16 is ~11x slower (models.common.use_bf16); False gives the all-fp32 run everywhere.
     gcn_bf16_scores: bool = True
     gcn_eval_every: int = 10  # learning-curve resolution (epochs between held-out AUC evaluations)
 

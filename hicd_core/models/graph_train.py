@@ -63,6 +63,7 @@ from hicd_core.models.common import (
     pick_device,
     save_artifact,
     state_dict_cpu,
+    use_bf16,
 )
 from hicd_core.models.graph_build import CodeGraph, build_code_graph, node_permutation
 from hicd_core.models.graph_model import (
@@ -241,6 +242,7 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
     pos_dev = train_pairs.to(dev)
     n_neg = round(config.negative_ratio * train_pairs.shape[1])
     history: list[dict[str, float]] = []
+    scores_bf16 = use_bf16(dev, config.gcn_bf16_scores)  # emulated bf16 is ~11x slower (use_bf16)
     if train_pairs.shape[1] == 0:  # an edgeless graph: nothing to learn, keep the random init
         epochs = 0
 
@@ -259,7 +261,7 @@ def train_gcn(graph: CodeGraph, *, seed: int = 0, device: str | torch.device = "
         optimizer.zero_grad(set_to_none=True)
         z = model(train_adj)
         neg = sample_negatives(n, n_neg, train_set, generator).to(dev)
-        logits = link_logits(z, torch.cat([pos_dev, neg], 1), bf16=config.gcn_bf16_scores)
+        logits = link_logits(z, torch.cat([pos_dev, neg], 1), bf16=scores_bf16)
         target = torch.cat([torch.ones(pos_dev.shape[1], device=dev), torch.zeros(neg.shape[1], device=dev)])
         loss = loss_fn(logits, target)
         loss.backward()
