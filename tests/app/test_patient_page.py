@@ -61,3 +61,30 @@ def test_patient_page(monkeypatch: pytest.MonkeyPatch, tiny_store, small_source_
     at.text_input(key="review_name").input("")
     at.button(key="review_save").click().run()
     assert any("reviewer name is required" in e.value for e in at.error)
+
+
+def test_deep_explanation_beside_the_exact_counts_lr_one(monkeypatch: pytest.MonkeyPatch, tiny_store,
+                                                          small_source_cohort, small_target_cohort,
+                                                          tmp_path: Path) -> None:
+    """A store with HICD-BERT and counts-lr runs of the same settings: the Patient page puts counts-lr's
+    exact shares next to HICD-BERT's integrated gradients, per tree node."""
+    import shutil
+
+    from hicd_core.experiments.runstore import RunStore
+    from hicd_core.experiments.spec import load_preset
+    from hicd_core.experiments.sweep import Cohorts, Sweep, expected_runs
+
+    store = RunStore(shutil.copytree(tiny_store.root, tmp_path / "store"))
+    cohorts = Cohorts(small_source_cohort, small_target_cohort)
+    settings = ("000", "001", "011", "111")  # tiny_store's (conftest.TINY_SETTINGS)
+    preset = load_preset("tiny").with_overrides(models=("counts-lr",), settings=settings, transfer=False)
+    specs = expected_runs(preset, cohorts, "cpu")
+    outcome = Sweep(store, cohorts, device="cpu", embeddings="none").run(specs)
+    assert set(outcome.values()) == {"finished"}, outcome
+    at = _page(monkeypatch, store.root).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pt_model").value == "bert"
+    assert any("Beside the exact explanation of the counts-lr baseline" in m.value for m in at.markdown)
+    compared = [frame.value for frame in at.dataframe if "counts-lr exact" in frame.value.columns]
+    assert compared and len(compared[0]) > 0 and compared[0]["counts-lr exact"].notna().any()
+    assert any("counts-lr's exact shares" in c.value for c in at.caption)
