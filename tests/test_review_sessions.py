@@ -7,7 +7,9 @@ import io
 import json
 import multiprocessing
 import sqlite3
+import sys
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +151,10 @@ def _answer_many(db: str, sid: str, reviewer: str, count: int, barrier: threadin
                        comment=f"{reviewer} {position}", path=db)
 
 
-def test_concurrent_answers_threads_and_processes(db: Path) -> None:
+def test_concurrent_answers_threads_and_processes(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spawned children re-run the parent's __main__ file: after an AppTest in the same pytest process
+    # that is a Streamlit page, so they are spawned with an empty __main__ (as the sweep's workers are).
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     sid = rs.create_session(_config(n_items=12), _select("random", n=12), path=db)
     barrier = threading.Barrier(10)
     threads = [threading.Thread(target=_answer_many, args=(str(db), sid, f"T{i}", 12, barrier))
