@@ -8,16 +8,12 @@ saved under ``test-artifacts/screenshots``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tests.app.served import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -30,37 +26,10 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_app(tiny_store):
-    port = _free_port()
-    env = {**os.environ, "HICD_STORE": str(tiny_store.root), "HICD_NO_AUTOTRAIN": "1"}
-    (REPO / "test-artifacts").mkdir(exist_ok=True)
-    log = open(REPO / "test-artifacts" / "streamlit.log", "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("streamlit did not become healthy within 90 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
-    log.close()
+    with serve_app(tiny_store.root, "streamlit.log") as url:
+        yield url
 
 
 def _wait_until_idle(page, timeout: float = 120_000) -> None:

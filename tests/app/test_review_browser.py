@@ -7,12 +7,7 @@ Debian's Chromium through Playwright, as in ``test_browser.py``.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +16,7 @@ from hicd_core.analysis import review_items as items_lib
 from hicd_core.analysis import review_sessions as rs
 from hicd_core.analysis import review_stats as stats
 from hicd_core.analysis.patient_view import runs_by_setting, task_runs
+from tests.app.served import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -38,33 +34,8 @@ pytestmark = [pytest.mark.browser,
 @pytest.fixture(scope="module")
 def served(tiny_store):
     """The app on a free port (the test session's data directory, so the session created here is seen)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HICD_STORE": str(tiny_store.root), "HICD_NO_AUTOTRAIN": "1"}
-    (REPO / "test-artifacts").mkdir(exist_ok=True)
-    log = open(REPO / "test-artifacts" / "streamlit-reviews.log", "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("streamlit did not become healthy within 90 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
-    log.close()
+    with serve_app(tiny_store.root, "streamlit-reviews.log") as url:
+        yield url
 
 
 def _idle(page, timeout: float = 120_000) -> None:
