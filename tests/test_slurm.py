@@ -220,8 +220,10 @@ def test_time_limit_kill_is_requeued_and_resumes(small_source_cohort, small_targ
     reservation would) once its first run has finished, and restored once it has been requeued."""
     from hicd_core.experiments.slurm import SlurmExecutor
 
-    # Longer training than tiny's, so the runs after the first outlast Slurm's signal delay.
-    cohorts, specs = _group_specs(small_source_cohort, small_target_cohort, epochs_scale=2.0)
+    # Longer training than tiny's, so the runs after the first outlast Slurm's signal delay (limit cut
+    # 10-70 s ahead, checked every 30 s): at 2.0 they ended within 26 s once bf16 stopped being
+    # emulated on CPUs without bf16 units, before any signal.
+    cohorts, specs = _group_specs(small_source_cohort, small_target_cohort, epochs_scale=8.0)
     store = RunStore(tmp_path / "store")
     config = _config(extra={"signal_delay_s": "30"})
     submit = SlurmExecutor(config, detach=True, max_num_timeout=5)
