@@ -49,3 +49,19 @@ def serve_app(store_root: Path, log_name: str) -> Iterator[str]:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Chromium flags for a headless run that makes no request of its own (no sync, updates, QUIC).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+#: Every real-browser test module's marks: skipped where Debian's chromium is missing.
+BROWSER_MARKS = [pytest.mark.browser,
+                 pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")]
+
+
+def wait_until_idle(page, timeout: float = 120_000) -> None:
+    """Wait for the script run to finish (the running indicator disappears)."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)

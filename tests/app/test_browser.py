@@ -13,17 +13,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.app.served import serve_app
+from tests.app.served import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, serve_app, wait_until_idle
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage"]
+ARGS = CHROMIUM_ARGS
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +28,7 @@ def served_app(tiny_store):
         yield url
 
 
-def _wait_until_idle(page, timeout: float = 120_000) -> None:
-    """Wait for the script run to finish (the running indicator disappears)."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+_wait_until_idle = wait_until_idle
 
 
 #: Per page: url path, the heading that must be visible, and the interaction: a list of steps, each

@@ -16,19 +16,15 @@ from hicd_core.analysis import review_items as items_lib
 from hicd_core.analysis import review_sessions as rs
 from hicd_core.analysis import review_stats as stats
 from hicd_core.analysis.patient_view import runs_by_setting, task_runs
-from tests.app.served import serve_app
+from tests.app.served import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, serve_app, wait_until_idle
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage"]
+ARGS = CHROMIUM_ARGS
 REVEALING = re.compile(r"\bG[012](\+G[012])*\b(?!\d)|\bflat\b|hierarch", re.IGNORECASE)
 ANSWERS = {"Dr Ada": ["A", "B", "A", "both", "neither"], "Dr Bo": ["A", "A", "B", "both", "A"]}
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +34,7 @@ def served(tiny_store):
         yield url
 
 
-def _idle(page, timeout: float = 120_000) -> None:
-    page.wait_for_timeout(400)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+_idle = wait_until_idle
 
 
 def _session(tiny_store) -> str:
