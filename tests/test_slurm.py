@@ -7,6 +7,7 @@ minimum time limit to pass at least once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -209,33 +210,67 @@ def _release_begin_time(job: str, deadline: float) -> None:
         time.sleep(0.2)
 
 
+def _worker_pid(store: RunStore, deadline: float) -> int:
+    """The first attempt's Python process (its attempt record says host and pid)."""
+    while time.time() < deadline:
+        pids = [a["pid"] for a in _attempts(store) if "pid" in a and a.get("restart", 0) == 0]
+        if pids:
+            return pids[0]
+        time.sleep(0.2)
+    raise AssertionError("the Slurm task never logged its first attempt")
+
+
+def _signalled_or_gone(pid: int) -> bool:
+    """Whether a signal is queued for the (stopped) process, or it has already gone: slurmstepd
+    continues a stopped task when it signals it, so the handler may already have run and exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return bool(int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)) \
+        or fields.get("State", "").startswith("Z")
+
+
 @needs_slurm
 def test_time_limit_kill_is_requeued_and_resumes(small_source_cohort, small_target_cohort,
                                                  tmp_path: Path) -> None:
     """A task that reaches its time limit mid-group gets submitit's signal, checkpoints and is requeued;
     the requeued attempt skips what the first one finished, and the group completes.
 
-    Slurm time limits come in minutes and its signal may come up to a minute early, so the task is
-    submitted with a long limit that is cut (``scontrol update TimeLimit``, as an admin or a
-    reservation would) once its first run has finished, and restored once it has been requeued."""
+    Slurm time limits come in minutes and its signal comes at one of its 30 s checks, so how much
+    training fits before the signal depends on the CPU. To make the test independent of speed the
+    task is stopped (SIGSTOP) once its first run has finished, its limit is cut (``scontrol update
+    TimeLimit``, as an admin or a reservation would), and it is continued as soon as Slurm's signal
+    is pending (slurmstepd may continue it itself when it signals); the limit is restored once the
+    task has been requeued."""
+    import os
+    import signal
+
     from hicd_core.experiments.slurm import SlurmExecutor
 
-    # Longer training than tiny's, so the runs after the first outlast Slurm's signal delay (limit cut
-    # 10-70 s ahead, checked every 30 s): at 2.0 they ended within 26 s once bf16 stopped being
-    # emulated on CPUs without bf16 units, before any signal.
-    cohorts, specs = _group_specs(small_source_cohort, small_target_cohort, epochs_scale=8.0)
+    cohorts, specs = _group_specs(small_source_cohort, small_target_cohort, epochs_scale=2.0)
     store = RunStore(tmp_path / "store")
     config = _config(extra={"signal_delay_s": "30"})
     submit = SlurmExecutor(config, detach=True, max_num_timeout=5)
     Sweep(store, cohorts, device="cpu", embeddings=True).run(specs, executor=submit)
     job = submit.submitted[0]["task_id"]
     deadline = time.time() + 600
+    pid = _worker_pid(store, deadline)
     while time.time() < deadline and not any(store.is_finished(run_id) for run_id in specs):
-        time.sleep(0.2)
-    # The limit 10-70 s from now: Slurm signals within its next 30 s checks, before it kills.
-    hours, minutes, seconds = (int(part) for part in _scontrol_job(job)["RunTime"].split(":"))
-    limit = -(-(hours * 3600 + minutes * 60 + seconds + 10) // 60)
-    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit}"], check=True, timeout=30)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert not all(store.is_finished(run_id) for run_id in specs), "the group ended before the cut"
+        # The limit 10-70 s from now; Slurm signals about 30 s ahead of it (up to a minute early).
+        hours, minutes, seconds = (int(part) for part in _scontrol_job(job)["RunTime"].split(":"))
+        limit = -(-(hours * 3600 + minutes * 60 + seconds + 10) // 60)
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit}"], check=True, timeout=30)
+        while time.time() < deadline and not _signalled_or_gone(pid):
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
     while time.time() < deadline and int(_scontrol_job(job).get("Restarts", 0)) < 1:
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True, timeout=30)

@@ -153,7 +153,7 @@ class GroupTask:
         store = RunStore(Path(self.store_root))
         left = [(run_id, spec) for run_id, spec in self.group if not store.is_finished(run_id)]
         attempt = {"task_id": env.job_id, "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
-                   "host": socket.gethostname(), "started": time.time(),
+                   "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                    "skipped": [run_id for run_id, _ in self.group if store.is_finished(run_id)]}
         self._log_attempt(attempt)
 
