@@ -496,3 +496,24 @@ def test_broken_artifacts_raise_artifact_error(trained: TrainedBert, tmp_path: P
     (no_vocab / "vocab.json").unlink()
     with pytest.raises(ArtifactError, match="vocab"):
         load_bert(no_vocab)
+
+
+def test_final_split_predictions_are_served_once_and_equal_a_fresh_pass(trained: TrainedBert,
+                                                                        signal_cohort: Cohort) -> None:
+    """The validation/test probabilities fine-tuning computed with the kept weights answer the sweep's
+    evaluation; they are exactly what a new forward pass gives, and a changed cohort is not served."""
+    kept = {split: trained.predict(signal_cohort, TASK, split) for split in (VALIDATION, "test")}
+    from dataclasses import fields
+
+    fresh_model = TrainedBert(**{f.name: getattr(trained, f.name) for f in fields(trained)})
+    assert "_split_predictions" in trained.__dict__ and "_split_predictions" not in fresh_model.__dict__
+    for split, frame in kept.items():
+        again = fresh_model.predict(signal_cohort, TASK, split)
+        pd.testing.assert_frame_equal(frame, again)
+        assert trained.metrics["validation" if split == VALIDATION else "test"]["n"] == len(frame)
+    kept[VALIDATION]["prob"] = -1.0  # callers get copies
+    assert (trained.predict(signal_cohort, TASK, VALIDATION)["prob"] >= 0).all()
+    edited = _with_code(signal_cohort, 0, "I21.4", "IX", "I20-I25", "I21")
+    edited.tasks = {name: frame.copy() for name, frame in signal_cohort.tasks.items()}
+    assert trained.predict(edited, TASK, "test") is not None  # a new frame: computed, not recalled
+    assert len(trained.__dict__["_split_predictions"]) == 2

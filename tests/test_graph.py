@@ -47,6 +47,7 @@ from hicd_core.models.graph_model import (
     normalized_adjacency,
 )
 from hicd_core.models.graph_train import (
+    TrainedGraph,
     build_graph,
     load_graph_model,
     train_gcn,
@@ -432,6 +433,21 @@ def test_predict_encode_and_transfer(trained, source_cohort: Cohort, target_coho
     assert predictions["sample_id"].tolist() == test_ids and 0 <= metrics["test"]["auroc"] <= 1
     nodes, embeddings = model.node_embeddings()
     assert embeddings.shape == (len(nodes), 128)
+
+
+def test_final_split_predictions_are_reused_and_equal_a_fresh_pass(trained, source_cohort: Cohort) -> None:
+    """The sweep's evaluation reuses the probabilities training computed with the kept weights: the
+    same numbers a new forward pass gives (a copy of the model without them recomputes)."""
+    from dataclasses import fields
+
+    model, _ = trained
+    assert "_split_predictions" in model.__dict__
+    fresh = TrainedGraph(**{f.name: getattr(model, f.name) for f in fields(model)})
+    for split in (VALIDATION, TEST):
+        kept = model.predict(source_cohort, "readmission_30d", split)
+        pd.testing.assert_frame_equal(kept, fresh.predict(source_cohort, "readmission_30d", split))
+    assert "_split_predictions" not in fresh.__dict__
+    assert {split for _, _, split, _ in model.__dict__["_split_predictions"]} == {VALIDATION, TEST}
 
 
 def test_attribution_gradients_reach_token_embeddings(trained, source_cohort: Cohort) -> None:

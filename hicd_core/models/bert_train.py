@@ -59,6 +59,8 @@ from hicd_core.models.common import (
     load_weights,
     no_progress,
     pick_device,
+    recalled_predictions,
+    remember_predictions,
     save_artifact,
     state_dict_cpu,
     use_bf16,
@@ -222,6 +224,9 @@ class TrainedBert(BertRun):
         task = task or self.task
         if task is None:
             raise ValueError("predict needs a task name")
+        kept = recalled_predictions(self, cohort, task, split)
+        if kept is not None:
+            return kept
         samples, idx = self._tokenize(cohort, task, split)
         probs = self._forward_all(samples, idx, "prob")
         return pd.DataFrame({"sample_id": samples.sample_id[idx], "prob": probs})
@@ -456,6 +461,10 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
             break
     metrics = tail.finish(y_val, lambda: predict(val_idx), samples.label[test_idx], lambda: predict(test_idx))
     run.threshold = metrics["threshold"]
+    for split, key, idx in ((VALIDATION, "validation", val_idx), (TEST, "test", test_idx)):
+        if key in tail.final_probs:
+            remember_predictions(run, cohort, task, split, pd.DataFrame(
+                {"sample_id": samples.sample_id[idx], "prob": tail.final_probs[key]}))
     metrics.update({"task": task, "setting": run.setting.key, "pos_weight": float(pos_weight),
                     "pretrain_history": pretrained.metrics.get("history"),
                     "pretrain_best_epoch": pretrained.metrics.get("best_epoch"),

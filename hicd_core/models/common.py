@@ -176,6 +176,9 @@ class FinetuneTail:
             optimizer, mode="max", patience=lr_patience, factor=lr_factor)
         self.stopper = EarlyStopping(patience, min_delta, mode="max")
         self.best_state, self.best_epoch = state_dict_cpu(model), 0
+        self.best_val_prob: np.ndarray | None = None  # what the kept weights gave on validation
+        #: ``validation`` / ``test`` probabilities of the kept weights, set by :meth:`finish`
+        self.final_probs: dict[str, np.ndarray] = {}
         self.history: list[dict[str, float]] = []
         self._started, self._loss_sum, self._loss_count = 0.0, 0.0, 0
 
@@ -203,6 +206,7 @@ class FinetuneTail:
         self.history.append(row)
         if self.stopper.improved(monitored):
             self.best_state, self.best_epoch = state_dict_cpu(self.model), epoch
+            self.best_val_prob = np.array(val_prob, copy=True)
         stop = self.stopper.step(monitored)
         message = f"{self.label} epoch {epoch}/{self.total}: val AUROC {val_auroc:.4f}"
         self.progress(ProgressEvent(stage=self.stage, step=epoch, total=self.total, metrics=dict(row),
@@ -216,18 +220,42 @@ class FinetuneTail:
 
         ``predict_*`` return the current model's probabilities for the split whose labels are
         ``y_*``; the test metrics are left out when ``predict_test`` is None or ``y_test`` is empty.
+        The validation probabilities of the kept epoch are reused, not recomputed: the same weights in
+        eval mode on the same batches give the same numbers. Both splits' are kept in
+        :attr:`final_probs` for :func:`remember_predictions`.
         """
         self.model.load_state_dict(self.best_state)
         self.model.eval()
-        p_val = predict_val()
+        p_val = self.best_val_prob if self.best_val_prob is not None else predict_val()
+        self.final_probs = {"validation": p_val}
         threshold = choose_threshold(y_val, p_val)
         metrics: dict[str, Any] = {"threshold": threshold,
                                    "validation": binary_metrics(y_val, p_val, threshold)}
         if predict_test is not None and y_test is not None and len(y_test):
-            metrics["test"] = binary_metrics(y_test, predict_test(), threshold)
+            self.final_probs["test"] = predict_test()
+            metrics["test"] = binary_metrics(y_test, self.final_probs["test"], threshold)
         metrics.update({"history": self.history, "best_epoch": self.best_epoch,
                         "stopped_epoch": len(self.history)})
         return metrics
+
+
+def remember_predictions(model: Any, cohort: Any, task: str, split: str, predictions: Any) -> None:
+    """Keep a finished model's probabilities for one split of ``cohort``'s ``task``, so the first
+    ``predict`` of that split (the sweep's evaluation) is served without another forward pass.
+
+    Keyed on the task table object itself (as the token cache is), so a modified copy of the cohort
+    is never served these numbers; a saved and reloaded model starts without them."""
+    memo = model.__dict__.setdefault("_split_predictions", [])
+    memo.append((cohort.tasks[task], task, split, predictions.copy()))
+
+
+def recalled_predictions(model: Any, cohort: Any, task: str, split: str | None) -> Any | None:
+    """What :func:`remember_predictions` kept for this split, as a fresh copy; None if nothing."""
+    frame = cohort.tasks.get(task)
+    for kept_frame, kept_task, kept_split, predictions in model.__dict__.get("_split_predictions", ()):
+        if kept_frame is frame and kept_task == task and kept_split == split:
+            return predictions.copy()
+    return None
 
 
 def bucketed_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

@@ -61,6 +61,8 @@ from hicd_core.models.common import (
     load_weights,
     no_progress,
     pick_device,
+    recalled_predictions,
+    remember_predictions,
     save_artifact,
     state_dict_cpu,
     use_bf16,
@@ -432,6 +434,9 @@ class TrainedGraph:
 
     def predict(self, cohort: Cohort, task: str, split: str | None = None) -> pd.DataFrame:
         """``sample_id``, ``prob`` for the task's samples (one split, or all when ``split`` is None)."""
+        kept = recalled_predictions(self, cohort, task, split)
+        if kept is not None:
+            return kept
         samples, index, windows = self._windows(cohort, task, split)
         probs = _run_eval(self.model, index, windows, self.device, self.config.eval_batch_size,
                           self.config.amp)
@@ -614,4 +619,9 @@ def train_graph_model(cohort: Cohort, task: str, setting: Setting, *, seed: int 
     trained = TrainedGraph(graph=graph, config=config, gcn=gcn_module, model=model, embeddings=gcn.embeddings,
                            threshold=threshold, metrics=metrics, info=info, device=dev)
     trained._remember_index(cohort, index)  # the first predict/encode on this cohort reuses it
+    for split, key, frame in ((VALIDATION, "validation", val), (TEST, "test", test)):
+        if key in tail.final_probs:
+            remember_predictions(trained, cohort, task, split, pd.DataFrame(
+                {"sample_id": frame["sample_id"].to_numpy(),
+                 "prob": tail.final_probs[key].astype(np.float64)}))
     return trained
