@@ -182,6 +182,15 @@ def listing(root: str, version: str, default_bundle: bool) -> pd.DataFrame:
                     lambda: store.listing(expected_for(store, store_info(root, version)[0], default_bundle)))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def listing_status(root: str, version: str, default_bundle: bool) -> tuple[dict[str, int], str]:
+    """Run counts by status and the one line naming what is not trained yet (every page's note)."""
+    from hicd_core.experiments.store_status import listing_counts, missing_summary
+
+    runs = listing(root, version, default_bundle)
+    return listing_counts(runs), missing_summary(runs)
+
+
 @st.cache_data(show_spinner="Computing intervals ...", max_entries=64)
 def curve(root: str, version: str, evaluation: str, metric: str) -> pd.DataFrame:
     return _guarded("Computing the intervals", lambda: curve_table(
@@ -208,6 +217,37 @@ def neighbours(root: str, run_id: str, code: str, k: int = 10) -> pd.DataFrame:
         return pd.DataFrame(columns=["rank", "code", "cosine", "chapter", "title"])
     codes, matrix, points = bundle
     return embedding_view.neighbours_table(codes, matrix, points, code, k)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def tightness(root: str, version: str, model: str, task: str, seed: int
+              ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Relationship similarities and per-chapter similarity across settings (None: no summaries)."""
+    runs, _ = finished_runs(root, version)
+    summaries = embedding_view.stored_embedding_summaries(runs, model, task, seed)
+    return embedding_view.tightness_frames(summaries) if summaries else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def tightness_figures(root: str, version: str, model: str, task: str, seed: int) -> dict[str, Any]:
+    """The Embeddings page's similarity bars and chapter heatmap, built once per process."""
+    from hicd_core.analysis import charts
+
+    tight, wide = tightness(root, version, model, task, seed)
+    return {"bars": charts.relationship_bars_figure(tight),
+            "heatmap": None if wide.empty else charts.chapter_heatmap_figure(wide)}
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def tightness_scatter(root: str, version: str, model: str, task: str, seed: int, measure: str,
+                      _auroc: pd.Series) -> tuple[pd.DataFrame, Any]:
+    """Tightness against AUROC across settings and its scatter (``_auroc``: the same runs' AUROC)."""
+    from hicd_core.analysis import charts
+    from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS, tightness_vs_auroc
+
+    tight, _ = tightness(root, version, model, task, seed)
+    joined = tightness_vs_auroc(tight[["label", *TIGHTNESS_COLUMNS]], _auroc, measure=measure)
+    return joined, charts.tightness_auroc_figure(joined, measure)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -274,6 +314,54 @@ def candidates(root: str, run_id: str, fingerprint: str, task: str, _cohort: Coh
     from hicd_core.analysis import patient_view
 
     return patient_view.test_candidates(RunStore(root), run_id, _cohort, task)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def candidate_labels(root: str, run_id: str, fingerprint: str, task: str, _cohort: Cohort) -> dict[int, str]:
+    """The patient list's labels, built once per process (the select box formats up to 1,000 per run)."""
+    from hicd_core.analysis import patient_view
+
+    return patient_view.candidate_labels(candidates(root, run_id, fingerprint, task, _cohort))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def attribution_views(report_key: tuple, setting: str, _report: Any) -> dict[str, Any]:
+    """The Patient page's attribution figures for one (report, setting), built once per process.
+
+    ``report_key`` names the report (store, runs, task, sample, steps); the report object comes from
+    the engine's in-process attribution cache and is not hashed. Streamlit still serialises a
+    figure per view; building it (plotly's validation) is the part kept."""
+    from hicd_core.analysis import attributions as attr_lib
+    from hicd_core.analysis import patient_view as view
+
+    attr = _report.attributions[setting]
+    out: dict[str, Any] = {"totals": attr.component_totals().rename("total attribution").to_frame().T,
+                           "totals_figure": view.totals_figure(_report)}
+    if attr.model in attr_lib.TOKEN_MODELS:
+        out.update(heatmap=view.component_heatmap(attr), bars=view.component_bars(attr))
+    else:
+        out["nodes"] = view.graph_node_figure(attr)
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def rollup_views(report_key: tuple, setting: str, value: str, _report: Any) -> tuple[pd.DataFrame, Any]:
+    """One attribution rolled up the ICD-10-CM tree and its sunburst (see :func:`attribution_views`)."""
+    from hicd_core.analysis import attributions as attr_lib
+    from hicd_core.analysis import patient_view as view
+
+    tree = attr_lib.rollup_tree(_report.attributions[setting], value)
+    return tree, view.rollup_sunburst(tree)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def exact_comparison(report_key: tuple, setting: str, value: str, exact_run: str, _tree: pd.DataFrame,
+                     _exact: Any) -> pd.DataFrame:
+    """Integrated gradients beside counts-lr's exact shares, per chapter, block and category."""
+    from hicd_core.analysis import attributions as attr_lib
+    from hicd_core.analysis import patient_view as view
+
+    return view.rollup_comparison(_tree, attr_lib.rollup_tree(_exact, "diagnosis"))
 
 
 def folder_stamp(path: Path) -> int:

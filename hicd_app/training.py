@@ -23,8 +23,6 @@ from hicd_core.experiments.spec import PRESETS, SweepPreset
 from hicd_core.experiments.store_status import (
     default_expected_runs,
     extension_preset,
-    listing_counts,
-    missing_summary,
     store_version,
 )
 from hicd_core.runtime import atomic_write_bytes, data_dir, stable_hash
@@ -195,17 +193,16 @@ def training_note(ctx: AppContext, table: pd.DataFrame | None = None) -> None:
     """Say plainly what is still training (or missing) so an empty chart is never a mystery."""
     if ctx.store is None:
         return
-    runs = cache.listing(ctx.root_key, ctx.version, ctx.default_bundle)
-    counts = listing_counts(runs)
-    todo = missing_summary(runs)
+    counts, todo = cache.listing_status(ctx.root_key, ctx.version, ctx.default_bundle)
+    expected = sum(counts.values())
     if ctx.running:
-        st.info(f"Training in the background: {counts['finished']} of {len(runs)} expected runs finished. "
+        st.info(f"Training in the background: {counts['finished']} of {expected} expected runs finished. "
                 f"Still to come: {todo or 'the remaining runs'}. This page fills in as they finish.",
                 icon=":material/hourglass_top:")
     elif counts["missing"] or counts["failed"] or counts["damaged"]:
         damaged = (f"{counts['damaged']} damaged (left out of every result; a sweep redoes them), "
                    if counts["damaged"] else "")
-        st.info(f"{counts['finished']} of {len(runs)} expected runs finished, {damaged}"
+        st.info(f"{counts['finished']} of {expected} expected runs finished, {damaged}"
                 f"{counts['failed']} failed, {counts['missing']} not trained. Not trained: {todo}.",
                 icon=":material/info:")
 

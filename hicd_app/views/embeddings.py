@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from hicd_app import cache, widgets
-from hicd_core.analysis import charts, embedding_view
-from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS, tightness_vs_auroc
+from hicd_core.analysis import charts
+from hicd_core.experiments.embeddings import TIGHTNESS_COLUMNS
 from hicd_core.experiments.families import has_embeddings
 from hicd_core.hierarchy import SETTINGS, Setting
 
@@ -84,15 +84,16 @@ def maps_panel() -> None:
 @st.fragment
 def tightness_panel() -> None:
     """Relationship similarities, the per-chapter heatmap and tightness vs AUROC across settings."""
-    runs, problem = cache.finished_runs(ctx.root_key, ctx.version)
+    _, problem = cache.finished_runs(ctx.root_key, ctx.version)
     widgets.show_problem(problem)
-    summaries = embedding_view.stored_embedding_summaries(runs, model, task, int(seed))
-    if not summaries:
+    frames = cache.tightness(ctx.root_key, ctx.version, model, task, int(seed))
+    if frames is None:
         st.info("No stored embedding summaries for these runs.")
         return
-    tight, wide = embedding_view.tightness_frames(summaries)
+    tight, wide = frames
+    figures = cache.tightness_figures(ctx.root_key, ctx.version, model, task, int(seed))
     st.subheader("Cosine similarity by relationship, across settings")
-    bars = charts.relationship_bars_figure(tight)
+    bars = figures["bars"]
     st.plotly_chart(bars, key="emb_bars", width="stretch")
     st.caption("How to read it: mean cosine similarity over all pairs of codes in the same 3-character "
                "category, in the same chapter but another category, and in different chapters (the paper's "
@@ -100,9 +101,9 @@ def tightness_panel() -> None:
                f"{charts.LEVEL_ORDER_CAPTION}")
     widgets.downloads("emb_bars", tight.reset_index(), bars, name=f"relationship_similarity_{model}")
 
-    if not wide.empty:
+    if figures["heatmap"] is not None:
         st.subheader("Mean similarity within each chapter")
-        heatmap = charts.chapter_heatmap_figure(wide)
+        heatmap = figures["heatmap"]
         st.plotly_chart(heatmap, key="emb_chapters", width="stretch")
         st.caption("How to read it: each cell is the mean cosine between codes of one chapter under one "
                    "setting (the paper's per-chapter heatmap). Brighter = the chapter's codes sit closer "
@@ -115,8 +116,8 @@ def tightness_panel() -> None:
                            help="tightness = same category − different chapter; chapter contrast = same "
                                 "chapter − different chapter; silhouette uses chapters as clusters.")
     auroc = pd.Series(dict(zip(part["setting"], part["auroc"].astype(float), strict=True)))
-    joined = tightness_vs_auroc(tight[["label", *TIGHTNESS_COLUMNS]], auroc, measure=measure)
-    scatter = charts.tightness_auroc_figure(joined, measure)
+    joined, scatter = cache.tightness_scatter(ctx.root_key, ctx.version, model, task, int(seed), measure,
+                                              auroc)
     st.plotly_chart(scatter, key="emb_scatter", width="stretch")
     st.caption("How to read it: one point per setting. The paper claims the settings with the tightest "
                "clusters also reach the best AUROC; a positive Spearman rho supports that. With 8 points or "

@@ -96,11 +96,10 @@ if shown.empty:
     st.stop()
 cap = 1000
 options = shown["sample_id"].astype(int).tolist()[:cap]
-rows = shown.set_index("sample_id")
+labels = cache.candidate_labels(ctx.root_key, by_setting[reference], cohort.fingerprint, task, cohort)
 sample_id = st.selectbox(f"Test sample ({len(shown):,} match{'es' if len(shown) != 1 else ''}"
                          f"{f'; first {cap} listed' if len(shown) > cap else ''})", options,
-                         format_func=lambda s: view.candidate_label({"sample_id": s, **rows.loc[s]}),
-                         key="pt_sample")
+                         format_func=labels.__getitem__, key="pt_sample")
 n_steps = st.select_slider("Integration steps", STEP_CHOICES, value=32, key="pt_steps",
                            help="More steps make integrated gradients more exact (smaller delta) and slower.")
 
@@ -147,6 +146,7 @@ def attribution_panel(report) -> None:
     setting = st.selectbox("Setting", settings, format_func=lambda s: f"{s} · {Setting(s).label}",
                            index=len(settings) - 1, key="pt_attr_setting")
     attr = report.attributions[setting]
+    views = cache.attribution_views(report_key, setting, report)
     level, note = view.convergence_note(attr)
     {"ok": st.success, "warn": st.warning, "bad": st.error}[level](f"Convergence check: {note}")
     if attr.model == "counts":
@@ -155,24 +155,23 @@ def attribution_panel(report) -> None:
         st.caption(f"Baseline: {attr.baseline}. Integrated gradients, {attr.n_steps} steps; attributions are "
                    "in logit units (positive pushes the risk up).")
     if attr.model in attr_lib.TOKEN_MODELS:
-        st.plotly_chart(view.component_heatmap(attr), key="pt_heat", width="stretch")
-        st.plotly_chart(view.component_bars(attr), key="pt_bars", width="stretch")
-        totals = attr.component_totals().rename("total attribution").to_frame().T
-        st.dataframe(totals, width="stretch")
+        st.plotly_chart(views["heatmap"], key="pt_heat", width="stretch")
+        st.plotly_chart(views["bars"], key="pt_bars", width="stretch")
+        st.dataframe(views["totals"], width="stretch")
         with st.expander("Per-position table"):
             st.dataframe(attr.table, hide_index=True, width="stretch")
         value = st.radio("Tree roll-up of", ["diagnosis", "total"], horizontal=True, key="pt_roll_value",
                          help="diagnosis = code + enabled hierarchy components; total adds age, position, "
                               "segment")
     else:
-        st.plotly_chart(view.graph_node_figure(attr), key="pt_nodes", width="stretch")
-        st.dataframe(attr.component_totals().rename("total attribution").to_frame().T, width="stretch")
+        st.plotly_chart(views["nodes"], key="pt_nodes", width="stretch")
+        st.dataframe(views["totals"], width="stretch")
         with st.expander("Per-node table"):
             st.dataframe(attr.table, hide_index=True, width="stretch")
         value = "diagnosis"
-    tree = attr_lib.rollup_tree(attr, value)
+    tree, sunburst = cache.rollup_views(report_key, setting, value, report)
     st.markdown("##### Rolled up the ICD-10-CM tree")
-    st.plotly_chart(view.rollup_sunburst(tree), key="pt_sunburst", width="stretch")
+    st.plotly_chart(sunburst, key="pt_sunburst", width="stretch")
     st.caption("Segment size = |attribution| below the node; colour = signed sum (red lowers, blue raises "
                "the risk on this scale). Code -> category -> block -> chapter.")
     exact_run = counts_runs.get(setting)
@@ -183,13 +182,13 @@ def attribution_panel(report) -> None:
         except ATTRIBUTION_ERRORS as exc:
             st.info(f"The counts-lr run {exact_run} could not be explained: {_message(exc)}")
         else:
-            side = view.rollup_comparison(tree, attr_lib.rollup_tree(exact, "diagnosis"))
+            side = cache.exact_comparison(report_key, setting, value, exact_run, tree, exact)
             st.caption(f"Same sample, same setting ({Setting(setting).label}): integrated gradients of "
                        f"{model_name(report.model)} (approximate) next to counts-lr's exact shares "
                        f"(risk {exact.prob:.3f} uncalibrated), summed per chapter, block and category.")
             st.dataframe(side, hide_index=True, width="stretch", key="pt_exact_compare")
     st.markdown("##### Totals per setting")
-    st.plotly_chart(view.totals_figure(report), key="pt_totals", width="stretch")
+    st.plotly_chart(views["totals_figure"], key="pt_totals", width="stretch")
     st.download_button("Download the patient report (ZIP: CSVs, JSON, HTML)",
                        lambda: attr_lib.report_zip(report),
                        file_name=f"patient_{report.patient_id}_sample_{report.sample_id}_{report.model}.zip",
@@ -197,6 +196,9 @@ def attribution_panel(report) -> None:
 
 
 counts_runs = view.runs_by_setting(runs, "counts-lr", task, int(seed)) if model != "counts-lr" else {}
+#: What the attribution report is of (its figures are cached per process under this key).
+report_key = (ctx.root_key, ctx.version, tuple(sorted(by_setting.items())), cohort.fingerprint, task,
+              int(sample_id), int(n_steps))
 attribution_panel(report)
 
 

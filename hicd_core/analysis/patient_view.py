@@ -109,6 +109,22 @@ def candidate_label(row: pd.Series | dict) -> str:
             f"{int(row['visit_index'])} · label {int(row['label'])} · stored risk {float(row['prob']):.3f}")
 
 
+def candidate_labels(candidates: pd.DataFrame) -> dict[int, str]:
+    """:func:`candidate_label` for every row at once, by sample id (the patient list's labels).
+
+    >>> frame = pd.DataFrame({"sample_id": [7], "patient_id": [3], "visit_index": [1], "label": [0],
+    ...                       "prob": [0.25]})
+    >>> candidate_labels(frame)[7] == candidate_label(frame.iloc[0])
+    True
+    """
+    ints = {name: candidates[name].astype(int).astype(str) for name in
+            ("patient_id", "sample_id", "visit_index", "label")}
+    risk = candidates["prob"].astype(float).map("{:.3f}".format)
+    text = ("patient " + ints["patient_id"] + " · sample " + ints["sample_id"] + " · anchor visit "
+            + ints["visit_index"] + " · label " + ints["label"] + " · stored risk " + risk)
+    return dict(zip(candidates["sample_id"].astype(int).tolist(), text.tolist(), strict=True))
+
+
 def convergence_note(attr: Attribution) -> tuple[str, str]:
     """(level, plain-language sentence) about Captum's convergence delta; level is ok/warn/bad."""
     gap = attr.logit - attr.baseline_logit
