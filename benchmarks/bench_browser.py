@@ -216,6 +216,21 @@ def concurrent_sessions(sessions: int | None = None) -> dict[str, Any]:
       5.04 / 6.04 s; browser p50 26.8 / 22.3 s, p95 144 / 96.6 s. The first of the two was taken
       before the delta cells were cached (they were then the largest app cost in the profile).
 
+    Measured 2026-12-06 on an idle machine (2 cores, AMD EPYC), store complete: the default design with
+    three seeds (``{"name": "loadbench3", "seeds": [0, 1, 2], "epochs_scale": 0.1}``, 216 runs; page
+    costs do not depend on the epochs), ``HICD_STORE=<store> python -m benchmarks concurrent_sessions``:
+
+    * at ``b3b8ca2`` + evaluation reuse (before this round): server p50 0.34 / 0.26 / 0.23 s, **p95
+      5.65 / 2.45 / 2.43 s**, max 7.24 / 2.76 / 5.87 s (three runs). The slow runs came in bursts of
+      concurrent page views; the profile's largest page costs were the Patient page's list labels
+      (1,000 ``.loc`` lookups per view) and attribution figures, the Embeddings page's similarity
+      frames and figures, and every page's training note (a groupby over the run listing).
+    * those built once per process (``cache.candidate_labels``, ``attribution_views``,
+      ``rollup_views``, ``exact_comparison``, ``tightness*``, ``listing_status``): server p50 0.20 /
+      0.16 s, **p95 0.77 / 1.77 s**, max 1.72 / 1.89 s (two runs; a third under py-spy at 200 Hz:
+      p95 3.72 s, max 6.28 s). Browser p95 29.5 / 39.5 s: ten headless tabs rendering on the same
+      2 cores at nice 19.
+
     Profile (py-spy, GIL holder, loaded phase, before): ``gc.collect(2)`` in Streamlit's
     ``ScriptRunner._on_script_finished`` held the GIL 19.5% of the time (0.3-0.8 s per page view on
     this heap); then plotly figure building and ``to_dict`` / ``to_json``, and per-session
