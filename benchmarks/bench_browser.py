@@ -227,9 +227,11 @@ def concurrent_sessions(sessions: int | None = None) -> dict[str, Any]:
       frames and figures, and every page's training note (a groupby over the run listing).
     * those built once per process (``cache.candidate_labels``, ``attribution_views``,
       ``rollup_views``, ``exact_comparison``, ``tightness*``, ``listing_status``): server p50 0.20 /
-      0.16 s, **p95 0.77 / 1.77 s**, max 1.72 / 1.89 s (two runs; a third under py-spy at 200 Hz:
-      p95 3.72 s, max 6.28 s). Browser p95 29.5 / 39.5 s: ten headless tabs rendering on the same
-      2 cores at nice 19.
+      0.16 / 0.19 s, **p95 0.77 / 1.77 / 2.82 s**, max 1.72 / 1.89 / 5.08 s (three runs; one more
+      under py-spy at 200 Hz: p95 3.72 s, max 6.28 s). The slowest views are the opening burst, ten
+      new sessions' first pages within half a second, queued behind one GIL; afterwards views take
+      0.1-0.3 s. Browser p95 29.5 / 39.5 / 40.3 s: ten headless tabs rendering on the same 2 cores
+      at nice 19.
 
     Profile (py-spy, GIL holder, loaded phase, before): ``gc.collect(2)`` in Streamlit's
     ``ScriptRunner._on_script_finished`` held the GIL 19.5% of the time (0.3-0.8 s per page view on
