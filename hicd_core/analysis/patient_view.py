@@ -104,18 +104,14 @@ def filter_candidates(frame: pd.DataFrame, label: str = "all", risk: tuple[float
     return frame[keep]
 
 
-def candidate_label(row: pd.Series | dict) -> str:
-    return (f"patient {int(row['patient_id'])} · sample {int(row['sample_id'])} · anchor visit "
-            f"{int(row['visit_index'])} · label {int(row['label'])} · stored risk {float(row['prob']):.3f}")
-
-
 def candidate_labels(candidates: pd.DataFrame) -> dict[int, str]:
-    """:func:`candidate_label` for every row at once, by sample id (the patient list's labels).
+    """The patient list's labels by sample id, built in one vectorised pass (the list shows up to
+    1,000 rows; one pandas lookup per row per view was a visible share of a page view under load).
 
     >>> frame = pd.DataFrame({"sample_id": [7], "patient_id": [3], "visit_index": [1], "label": [0],
     ...                       "prob": [0.25]})
-    >>> candidate_labels(frame)[7] == candidate_label(frame.iloc[0])
-    True
+    >>> candidate_labels(frame)[7]
+    'patient 3 · sample 7 · anchor visit 1 · label 0 · stored risk 0.250'
     """
     ints = {name: candidates[name].astype(int).astype(str) for name in
             ("patient_id", "sample_id", "visit_index", "label")}
