@@ -60,7 +60,6 @@ from hicd_core.models.common import (
     no_progress,
     pick_device,
     recalled_predictions,
-    remember_predictions,
     save_artifact,
     state_dict_cpu,
     use_bf16,
@@ -461,10 +460,8 @@ def finetune(pretrained: PretrainResult, cohort: Cohort, task: str, *, seed: int
             break
     metrics = tail.finish(y_val, lambda: predict(val_idx), samples.label[test_idx], lambda: predict(test_idx))
     run.threshold = metrics["threshold"]
-    for split, key, idx in ((VALIDATION, "validation", val_idx), (TEST, "test", test_idx)):
-        if key in tail.final_probs:
-            remember_predictions(run, cohort, task, split, pd.DataFrame(
-                {"sample_id": samples.sample_id[idx], "prob": tail.final_probs[key]}))
+    tail.remember(run, cohort, task, {VALIDATION: samples.sample_id[val_idx],
+                                      TEST: samples.sample_id[test_idx]})
     metrics.update({"task": task, "setting": run.setting.key, "pos_weight": float(pos_weight),
                     "pretrain_history": pretrained.metrics.get("history"),
                     "pretrain_best_epoch": pretrained.metrics.get("best_epoch"),

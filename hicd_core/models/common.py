@@ -222,7 +222,7 @@ class FinetuneTail:
         ``y_*``; the test metrics are left out when ``predict_test`` is None or ``y_test`` is empty.
         The validation probabilities of the kept epoch are reused, not recomputed: the same weights in
         eval mode on the same batches give the same numbers. Both splits' are kept in
-        :attr:`final_probs` for :func:`remember_predictions`.
+        :attr:`final_probs` for :meth:`remember`.
         """
         self.model.load_state_dict(self.best_state)
         self.model.eval()
@@ -237,6 +237,22 @@ class FinetuneTail:
         metrics.update({"history": self.history, "best_epoch": self.best_epoch,
                         "stopped_epoch": len(self.history)})
         return metrics
+
+
+    def remember(self, model: Any, cohort: Any, task: str, sample_ids: dict[str, np.ndarray],
+                 dtype: type = np.float32) -> None:
+        """Hand the kept weights' final probabilities to ``model`` (:func:`remember_predictions`), so
+        its first ``predict`` of those splits costs no forward pass. ``sample_ids`` maps the split
+        names (``val``, ``test``) to the ids in the order the probabilities were computed; ``dtype``
+        is what the model's own ``predict`` returns."""
+        import pandas as pd
+
+        from hicd_core.cohort.schema import TEST, VALIDATION
+
+        for split, key in ((VALIDATION, "validation"), (TEST, "test")):
+            if key in self.final_probs and split in sample_ids:
+                remember_predictions(model, cohort, task, split, pd.DataFrame(
+                    {"sample_id": sample_ids[split], "prob": self.final_probs[key].astype(dtype)}))
 
 
 def remember_predictions(model: Any, cohort: Any, task: str, split: str, predictions: Any) -> None:

@@ -62,7 +62,6 @@ from hicd_core.models.common import (
     no_progress,
     pick_device,
     recalled_predictions,
-    remember_predictions,
     save_artifact,
     state_dict_cpu,
     use_bf16,
@@ -619,9 +618,6 @@ def train_graph_model(cohort: Cohort, task: str, setting: Setting, *, seed: int 
     trained = TrainedGraph(graph=graph, config=config, gcn=gcn_module, model=model, embeddings=gcn.embeddings,
                            threshold=threshold, metrics=metrics, info=info, device=dev)
     trained._remember_index(cohort, index)  # the first predict/encode on this cohort reuses it
-    for split, key, frame in ((VALIDATION, "validation", val), (TEST, "test", test)):
-        if key in tail.final_probs:
-            remember_predictions(trained, cohort, task, split, pd.DataFrame(
-                {"sample_id": frame["sample_id"].to_numpy(),
-                 "prob": tail.final_probs[key].astype(np.float64)}))
+    tail.remember(trained, cohort, task, {VALIDATION: val["sample_id"].to_numpy(),
+                                          TEST: test["sample_id"].to_numpy()}, dtype=np.float64)
     return trained
